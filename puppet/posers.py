@@ -1,0 +1,116 @@
+"""The poser contract and the registry that turns a spec string into a poser.
+
+Spec strings:
+    ``default``                 the bundled character's own student (no download)
+    ``student:PATH``            a puppet student folder (safetensors + manifest.json)
+    ``tha3:<variant>[@DIR]``    official THA3 weights (installed with ``puppet models``, or DIR)
+    ``tha4-student:DIR``        an official THA4 student folder (character_model.yaml)
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from puppet.errors import PuppetError
+from puppet.pose import PoseVector
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CHARACTER_NAME = "hana"
+DEFAULT_CHARACTER_DIR = REPO_ROOT / "assets" / "characters" / DEFAULT_CHARACTER_NAME
+DEFAULT_CHARACTER_IMAGE = DEFAULT_CHARACTER_DIR / "character.png"
+DEFAULT_STUDENT_DIR = DEFAULT_CHARACTER_DIR / "student"
+
+
+@runtime_checkable
+class Poser(Protocol):
+    """Animates one character image.
+
+    ``pose`` returns straight (not premultiplied) alpha, sRGB, uint8, shape (H, W, 4).
+    """
+
+    device: str  # "cpu" or "cuda[:n]"
+    dtype: str  # "float32", "float16", ...
+
+    def load(self, character: Path | np.ndarray) -> None: ...
+
+    def pose(self, pose: PoseVector) -> np.ndarray: ...
+
+
+# kind -> "module:function"; the function takes (argument, device) and returns an unloaded
+# Poser plus the character it was made for (or None when the user must give one).
+PoserFactory = Callable[[str, str], "tuple[Poser, Path | None]"]
+_REGISTRY: dict[str, str | PoserFactory] = {
+    "student": "poser_models.student:create_poser",
+    "tha3": "poser_models.tha3:create_poser",
+    "tha4-student": "poser_models.tha4_student:create_poser",
+}
+
+
+def register_poser(kind: str, factory: str | PoserFactory) -> None:
+    """Add a poser kind; ``factory`` is a callable or a lazy ``"module:function"`` path."""
+    _REGISTRY[kind] = factory
+
+
+def known_kinds() -> list[str]:
+    return ["default", *sorted(_REGISTRY)]
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'tha3:separable_float@/x' -> ('tha3', 'separable_float@/x'); 'default' -> ('student', ...)."""
+    spec = spec.strip()
+    if spec == "default":
+        return "student", str(DEFAULT_STUDENT_DIR)
+    kind, sep, argument = spec.partition(":")
+    if kind not in _REGISTRY:
+        raise PuppetError(
+            f"Unknown poser {spec!r}.",
+            "Use one of: default, student:PATH, tha3:<variant>[@DIR], tha4-student:DIR.",
+        )
+    if not sep or not argument:
+        raise PuppetError(
+            f"Poser spec {spec!r} is missing its argument.",
+            {
+                "student": "Write student:PATH (a folder made by `puppet distill`).",
+                "tha3": "Write tha3:<variant>[@DIR], e.g. tha3:separable_float.",
+                "tha4-student": "Write tha4-student:DIR (the folder with character_model.yaml).",
+            }.get(kind, "See `puppet models list`."),
+        )
+    return kind, argument
+
+
+def _factory(kind: str) -> PoserFactory:
+    factory = _REGISTRY[kind]
+    if callable(factory):
+        return factory
+    module_name, _, function_name = factory.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if error.name == module_name:
+            raise PuppetError(f"The {kind!r} poser is not available yet.") from None
+        raise
+    return getattr(module, function_name)
+
+
+def create_poser(
+    spec: str, character: Path | np.ndarray | None = None, device: str = "cpu"
+) -> Poser:
+    """Resolve ``spec``, build the poser on ``device`` and load the character into it.
+
+    ``character`` overrides the one the poser was made for (students carry their own).
+    """
+    kind, argument = parse_spec(spec)
+    poser, own_character = _factory(kind)(argument, device)
+    chosen = character if character is not None else own_character
+    if chosen is None:
+        raise PuppetError(
+            f"The poser {spec!r} needs a character image.",
+            "Pass --character PATH (a 512x512 RGBA PNG with a transparent background).",
+        )
+    poser.load(chosen)
+    return poser
