@@ -5,6 +5,7 @@ Spec strings:
     ``student:PATH``            a puppet student folder (safetensors + manifest.json)
     ``tha3:<variant>[@DIR]``    official THA3 weights (installed with ``puppet models``, or DIR)
     ``tha4-student:DIR``        an official THA4 student folder (character_model.yaml)
+    ``rig:NAME``                the bundled character's code-drawn rig (the student's teacher)
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Poser(Protocol):
 # Poser plus the character it was made for (or None when the user must give one).
 PoserFactory = Callable[[str, str], "tuple[Poser, Path | None]"]
 _REGISTRY: dict[str, str | PoserFactory] = {
+    "rig": "puppet.rig:create_poser",
     "student": "poser_models.student:create_poser",
     "tha3": "poser_models.tha3:create_poser",
     "tha4-student": "poser_models.tha4_student:create_poser",
@@ -78,6 +80,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
                 "student": "Write student:PATH (a folder made by `puppet distill`).",
                 "tha3": "Write tha3:<variant>[@DIR], e.g. tha3:separable_float.",
                 "tha4-student": "Write tha4-student:DIR (the folder with character_model.yaml).",
+                "rig": f"Write rig:{DEFAULT_CHARACTER_NAME}.",
             }.get(kind, "See `puppet models list`."),
         )
     return kind, argument
