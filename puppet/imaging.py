@@ -19,7 +19,9 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     )
 
 
-def composite_over(rgba: np.ndarray, background_rgb: tuple[int, int, int] | np.ndarray) -> np.ndarray:
+def composite_over(
+    rgba: np.ndarray, background_rgb: tuple[int, int, int] | np.ndarray
+) -> np.ndarray:
     """Straight-alpha RGBA uint8 (H,W,4) over a colour or an RGB image -> RGB uint8 (H,W,3)."""
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     bg = np.asarray(background_rgb, dtype=np.float32)

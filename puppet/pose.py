@@ -139,9 +139,8 @@ class PoseVector:
         return pose
 
     def to_dict(self, *, nonzero_only: bool = False) -> dict[str, float]:
-        return {
-            n: float(v) for n, v in zip(PARAMETER_NAMES, self.values) if not nonzero_only or v != 0.0
-        }
+        pairs = zip(PARAMETER_NAMES, self.values, strict=True)
+        return {n: float(v) for n, v in pairs if not nonzero_only or v != 0.0}
 
     def to_list(self) -> list[float]:
         return [float(v) for v in self.values]

@@ -63,7 +63,10 @@ def known_kinds() -> list[str]:
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
-    """'tha3:separable_float@/x' -> ('tha3', 'separable_float@/x'); 'default' -> ('student', ...)."""
+    """Split a spec: 'tha3:separable_float@/x' -> ('tha3', 'separable_float@/x').
+
+    'default' resolves to the bundled character's student.
+    """
     spec = spec.strip()
     if spec == "default":
         return "student", str(DEFAULT_STUDENT_DIR)
