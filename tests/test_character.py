@@ -1,0 +1,153 @@
+"""Character image loading and `check_character` on good and bad images (real files via PIL)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from puppet.character import (
+    HEAD_BOX,
+    SIZE,
+    check_character,
+    load_character,
+    prepare_character,
+)
+from puppet.errors import PuppetError
+from puppet.posers import DEFAULT_CHARACTER_IMAGE
+
+
+def _draw_character(width: int = 512, height: int = 512) -> Image.Image:
+    """A simple upright figure: head filling the head box, body below, transparent around."""
+    image = Image.new("RGBA", (width, height), (255, 0, 255, 0))  # magenta but alpha 0
+    draw = ImageDraw.Draw(image)
+    sx, sy = width / 512, height / 512
+    draw.ellipse((196 * sx, 60 * sy, 316 * sx, 196 * sy), fill=(250, 220, 200, 255))
+    draw.rectangle((200 * sx, 200 * sy, 312 * sx, 511 * sy), fill=(60, 90, 200, 255))
+    return image
+
+
+@pytest.fixture
+def good_png(tmp_path: Path) -> Path:
+    if DEFAULT_CHARACTER_IMAGE.is_file():
+        return DEFAULT_CHARACTER_IMAGE
+    path = tmp_path / "good.png"
+    _draw_character().save(path)
+    return path
+
+
+def test_good_image_loads_unchanged(good_png: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        rgba = load_character(good_png)
+    assert rgba.shape == (SIZE, SIZE, 4) and rgba.dtype == np.uint8
+    np.testing.assert_array_equal(rgba, np.asarray(Image.open(good_png).convert("RGBA")))
+    assert not caplog.records
+
+
+def test_array_input_is_accepted(good_png: Path) -> None:
+    array = np.asarray(Image.open(good_png).convert("RGBA"))
+    np.testing.assert_array_equal(load_character(array), array)
+    with pytest.raises(PuppetError, match="no alpha channel"):
+        load_character(array[..., :3])
+
+
+def test_check_good_image_writes_overlay(good_png: Path, tmp_path: Path) -> None:
+    out = tmp_path / "check" / "overlay.png"
+    report = check_character(good_png, out)
+    assert report.ok, report.warnings
+    assert report.original_size == (512, 512)
+    assert report.head_box_coverage > 0.5
+    assert 0.05 < report.alpha_coverage < 0.85
+    overlay = np.asarray(Image.open(out).convert("RGB"))
+    assert overlay.shape == (SIZE, SIZE, 3)
+    x0, y0, x1, y1 = HEAD_BOX
+    # The head box outline is drawn in red at its top-left corner.
+    assert tuple(overlay[y0, x0 + 20]) == (255, 0, 0)
+    assert tuple(overlay[y1 - 1, x1 - 30]) == (255, 0, 0)
+    assert not list(out.parent.glob("*.tmp"))
+
+
+def test_check_flags_a_misplaced_head(tmp_path: Path) -> None:
+    image = Image.new("RGBA", (512, 512), (0, 0, 0, 0))
+    ImageDraw.Draw(image).ellipse((20, 300, 120, 400), fill=(200, 100, 100, 255))
+    path = tmp_path / "small.png"
+    image.save(path)
+    report = check_character(path, tmp_path / "o.png")
+    assert report.head_box_coverage == 0.0
+    assert not report.ok and any("head box" in w for w in report.warnings)
+
+
+def test_rgb_jpeg_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "photo.jpg"
+    _draw_character().convert("RGB").save(path, quality=90)
+    with pytest.raises(PuppetError, match="no alpha channel") as error:
+        load_character(path)
+    assert "photo.jpg" in str(error.value) and "RGBA PNG" in str(error.value)
+    with pytest.raises(PuppetError, match="no alpha channel"):
+        check_character(path, tmp_path / "o.png")
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_fully_opaque_rgba_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "opaque.png"
+    Image.new("RGBA", (512, 512), (10, 200, 30, 255)).save(path)
+    with pytest.raises(PuppetError, match="no transparent pixels"):
+        load_character(path)
+
+
+def test_fully_transparent_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.png"
+    Image.new("RGBA", (512, 512), (0, 0, 0, 0)).save(path)
+    with pytest.raises(PuppetError, match="fully transparent"):
+        load_character(path)
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(PuppetError, match="does not exist") as error:
+        load_character(tmp_path / "nope.png")
+    assert "--character" in str(error.value)
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"this is not a png")
+    with pytest.raises(PuppetError, match="Cannot read character image"):
+        load_character(junk)
+    with pytest.raises(PuppetError, match="does not exist"):
+        check_character(tmp_path / "nope.png", tmp_path / "o.png")
+
+
+def test_non_square_is_centre_cropped_and_resized(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 768x512: a 512x512 character in the middle, 128 px of (opaque) junk on each side.
+    wide = Image.new("RGBA", (768, 512), (255, 255, 0, 255))
+    wide.paste(_draw_character(), (128, 0))
+    path = tmp_path / "wide.png"
+    wide.save(path)
+    with caplog.at_level(logging.WARNING, logger="puppet.character"):
+        rgba = load_character(path)
+    assert rgba.shape == (SIZE, SIZE, 4)
+    np.testing.assert_array_equal(rgba, np.asarray(_draw_character()))  # the crop, exactly
+    assert any("not square" in r.getMessage() for r in caplog.records)
+
+    # Non-square and not 512 tall: cropped, then resized.
+    tall = tmp_path / "tall.png"
+    _draw_character(300, 400).save(tall)
+    rgba, warnings = prepare_character(tall)
+    assert rgba.shape == (SIZE, SIZE, 4)
+    assert len(warnings) == 1 and "resized to 512x512" in warnings[0]
+
+
+def test_square_other_size_is_resized(tmp_path: Path) -> None:
+    path = tmp_path / "big.png"
+    _draw_character(1024, 1024).save(path)
+    rgba, warnings = prepare_character(path)
+    assert rgba.shape == (SIZE, SIZE, 4)
+    assert warnings == [f"'{path}' is 1024x1024: resized to 512x512."]
+    # The resized head still fills the head box.
+    x0, y0, x1, y1 = HEAD_BOX
+    assert (rgba[y0:y1, x0:x1, 3] >= 128).mean() > 0.5
+    report = check_character(path, tmp_path / "o.png")
+    assert report.original_size == (1024, 1024)
+    assert any("resized" in w for w in report.warnings)
