@@ -172,6 +172,9 @@ class PoseTrackWriter:
             prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent
         )
         self._temp = Path(temp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp makes 0600; a track is an ordinary file
         self._handle: IO[str] | None = os.fdopen(fd, "w", encoding="utf-8")
         self._handle.write(_header_line(fps))
         self.frames_written = 0
