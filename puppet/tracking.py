@@ -1,10 +1,40 @@
-"""Face tracking: camera frames in, ``FaceObservation`` out (mediapipe Tasks API)."""
+"""Face tracking: camera frames in, ``FaceObservation`` out (mediapipe Tasks API).
+
+Two models, both committed under ``assets/mediapipe`` (Apache-2.0, see the NOTICE there):
+
+- ``full``: Google's official ``face_landmarker.task`` (478 landmarks, 52 blendshapes and the
+  facial transformation matrix; head rotation comes from that matrix).
+- ``fast``: ``face_landmarker_fast.task``, the legacy 478-point attention mesh from the
+  mediapipe 0.10.21 wheel converted by ``tools/build_fast_tracker.py``. No blendshapes and no
+  matrix: the head rotation comes from ``cv2.solvePnP`` against the canonical face that ships
+  inside the official bundle, expressed in the same convention as the full mode's matrix.
+
+ALWAYS close a tracker (``with FaceTracker(...) as t:`` or try/finally + ``close()``): a
+mediapipe 0.10.3x landmarker that is never closed and gets freed by Python's cyclic garbage
+collector hangs the whole process forever. ``close()`` is idempotent. As a last line of
+defence a tracker dropped without ``close()`` warns (``ResourceWarning``) and parks its
+landmarker in a module-level list instead of letting the collector free it; nothing may
+rely on that.
+"""
 
 from __future__ import annotations
 
+import atexit
+import math
+import struct
+import time
+import warnings
+import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
 
+import cv2
 import numpy as np
+
+from puppet.errors import PuppetError
+from puppet.paths import ASSETS_DIR
 
 
 @dataclass
@@ -39,3 +69,401 @@ class FaceObservation:
         """Landmarks in pixels (x*width, y*height, z*width)."""
         w, h = self.image_size
         return self.landmarks * np.array([w, h, w], dtype=np.float32)
+
+
+MEDIAPIPE_DIR = ASSETS_DIR / "mediapipe"
+FULL_MODEL_PATH = MEDIAPIPE_DIR / "face_landmarker.task"
+FAST_MODEL_PATH = MEDIAPIPE_DIR / "face_landmarker_fast.task"
+NUM_LANDMARKS = 478
+TrackerMode = Literal["full", "fast"]
+TRACKER_MODES: tuple[str, ...] = ("full", "fast")
+
+# mediapipe's geometry pipeline assumes a perspective camera with a 63 degree vertical field of
+# view; the fast mode's solvePnP uses the same camera so both modes see the same geometry.
+_VERTICAL_FOV_DEG = 63.0
+# Canonical face (x right, y up, z towards the camera, cm) -> OpenCV camera axes (y down,
+# z forward) and back: the head rotation is reported in mediapipe's convention.
+_GL_FROM_CV = np.diag([1.0, -1.0, -1.0])
+
+
+@dataclass
+class TrackerOptions:
+    """How to build a ``FaceTracker``.
+
+    mode: "full" (official model: blendshapes + transformation matrix, ~2x slower) or "fast"
+        (converted attention mesh: landmarks only, head pose from solvePnP).
+    mirror: flip each frame horizontally before tracking (selfie view, as the official THA4
+        mediapipe app does). Landmarks are then in the mirrored image.
+    min_detection_confidence / min_presence_confidence / min_tracking_confidence: passed to
+        mediapipe's FaceLandmarker (its defaults are 0.5).
+    model_path: use this ``.task`` bundle instead of the committed one for ``mode``.
+    """
+
+    mode: TrackerMode = "full"
+    mirror: bool = True
+    min_detection_confidence: float = 0.5
+    min_presence_confidence: float = 0.5
+    min_tracking_confidence: float = 0.5
+    model_path: Path | None = None
+
+    def resolved_model_path(self) -> Path:
+        if self.model_path is not None:
+            return Path(self.model_path)
+        return FULL_MODEL_PATH if self.mode == "full" else FAST_MODEL_PATH
+
+
+def euler_xyz_deg(rotation: np.ndarray) -> tuple[float, float, float]:
+    """Head angles as the official THA4 mediapipe converter computes them.
+
+    ``scipy Rotation.from_matrix(M[:3, :3]).as_euler('xyz')``, here in degrees:
+    x = pitch, y = yaw, z = roll.
+    """
+    from scipy.spatial.transform import Rotation
+
+    x, y, z = Rotation.from_matrix(np.asarray(rotation, dtype=np.float64)[:3, :3]).as_euler(
+        "xyz", degrees=True
+    )
+    return float(x), float(y), float(z)
+
+
+# --- canonical face (for the fast mode's solvePnP) -------------------------------------------
+
+
+def _protobuf_fields(buf: bytes):
+    """Yield (field_number, wire_type, value) of one protobuf message (wire format only).
+
+    mediapipe 0.10.31 does not depend on protobuf, and the canonical face metadata is a tiny
+    fixed message, so a minimal reader is enough.
+    """
+    i = 0
+    n = len(buf)
+
+    def varint(i: int) -> tuple[int, int]:
+        result = shift = 0
+        while True:
+            byte = buf[i]
+            i += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return result, i
+
+    while i < n:
+        key, i = varint(i)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, i = varint(i)
+        elif wire_type == 1:
+            value, i = buf[i : i + 8], i + 8
+        elif wire_type == 2:
+            length, i = varint(i)
+            value, i = buf[i : i + length], i + length
+        elif wire_type == 5:
+            value, i = buf[i : i + 4], i + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire_type}")
+        yield number, wire_type, value
+
+
+@lru_cache(maxsize=1)
+def canonical_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """mediapipe's canonical face, read from the official bundle's geometry metadata.
+
+    Returns (vertices (468, 3) float64 in cm: x right, y up, z towards the camera; the
+    Procrustes basis landmark ids (int array); their weights). Source: the file
+    ``geometry_pipeline_metadata_landmarks.binarypb`` inside ``face_landmarker.task``
+    (message ``face_geometry.GeometryPipelineMetadata``: canonical_mesh = 1 with
+    vertex_buffer = 3 as x,y,z,u,v floats; procrustes_landmark_basis = 2 with landmark_id = 1,
+    weight = 2). The basis is the set of landmarks Google picked to follow head pose and not
+    facial expression, which is exactly what solvePnP needs.
+    """
+    try:
+        with zipfile.ZipFile(FULL_MODEL_PATH) as zf:
+            buf = zf.read("geometry_pipeline_metadata_landmarks.binarypb")
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise PuppetError(
+            f"Cannot read the canonical face from {FULL_MODEL_PATH} ({exc}).",
+            "Restore it with: python tools/fetch_face_landmarker.py",
+        ) from exc
+    floats: list[float] = []
+    ids: list[int] = []
+    weights: list[float] = []
+    for number, _wire, value in _protobuf_fields(buf):
+        if number == 1:  # canonical_mesh
+            for sub_number, sub_wire, sub_value in _protobuf_fields(value):
+                if sub_number != 3:
+                    continue
+                if sub_wire == 5:
+                    floats.append(struct.unpack("<f", sub_value)[0])
+                else:  # packed
+                    floats.extend(np.frombuffer(sub_value, "<f4").tolist())
+        elif number == 2:  # procrustes_landmark_basis
+            entry = {k: v for k, _, v in _protobuf_fields(value)}
+            ids.append(int(entry.get(1, 0)))
+            weights.append(struct.unpack("<f", entry[2])[0] if 2 in entry else 0.0)
+    vertices = np.asarray(floats, dtype=np.float64).reshape(-1, 5)[:, :3]
+    if vertices.shape != (468, 3) or not ids:
+        raise PuppetError(
+            f"Unexpected canonical face in {FULL_MODEL_PATH}.",
+            "Restore it with: python tools/fetch_face_landmarker.py",
+        )
+    return vertices, np.asarray(ids, dtype=np.int64), np.asarray(weights, dtype=np.float64)
+
+
+class HeadPoseSolver:
+    """Head rotation from 2D landmarks: ``cv2.solvePnP`` against the canonical face.
+
+    The camera is mediapipe's (63 degree vertical field of view, square pixels, centred
+    principal point) and the result is the rotation canonical face -> camera in mediapipe's
+    axes (x right, y up, z towards the viewer), i.e. the rotation part of the full model's
+    facial transformation matrix, so both modes share one angle convention.
+    """
+
+    def __init__(self) -> None:
+        vertices, ids, _ = canonical_face()
+        self._ids = ids
+        self._object_points = np.ascontiguousarray(vertices[ids], dtype=np.float64)
+        self._rvec: np.ndarray | None = None
+        self._tvec: np.ndarray | None = None
+
+    def solve(self, landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray | None:
+        w, h = image_size
+        focal = (h / 2.0) / math.tan(math.radians(_VERTICAL_FOV_DEG) / 2.0)
+        camera = np.array([[focal, 0, w / 2.0], [0, focal, h / 2.0], [0, 0, 1]], np.float64)
+        image_points = np.ascontiguousarray(
+            landmarks[self._ids, :2].astype(np.float64) * np.array([w, h], np.float64)
+        )
+        if self._rvec is not None:
+            # Start from the previous frame's pose: faster and without solution flips.
+            ok, rvec, tvec = cv2.solvePnP(
+                self._object_points, image_points, camera, None,
+                self._rvec.copy(), self._tvec.copy(), True, cv2.SOLVEPNP_ITERATIVE,
+            )
+        else:
+            ok, rvec, tvec = cv2.solvePnP(
+                self._object_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP
+            )
+        if not ok or tvec[2, 0] <= 0:
+            self._rvec = self._tvec = None
+            return None
+        self._rvec, self._tvec = rvec, tvec
+        rotation_cv, _ = cv2.Rodrigues(rvec)
+        return _GL_FROM_CV @ rotation_cv
+
+    def reset(self) -> None:
+        self._rvec = self._tvec = None
+
+
+# --- the tracker ----------------------------------------------------------------------------
+
+# Landmarkers of trackers dropped without close(): kept alive on purpose (a landmarker freed by
+# the cyclic GC hangs the process) and closed at interpreter exit if still possible.
+_UNCLOSED_LANDMARKERS: list[Any] = []
+
+
+def _close_unclosed_landmarkers() -> None:
+    while _UNCLOSED_LANDMARKERS:
+        landmarker = _UNCLOSED_LANDMARKERS.pop()
+        try:
+            landmarker.close()
+        except Exception:  # best effort at exit; nothing left to report to
+            pass
+
+
+atexit.register(_close_unclosed_landmarkers)
+
+
+def _check_model_file(path: Path, mode: str) -> None:
+    build_hint = (
+        "Restore it with: python tools/fetch_face_landmarker.py"
+        if mode == "full"
+        else "Rebuild it with: python tools/build_fast_tracker.py"
+    )
+    if not path.is_file():
+        raise PuppetError(f"Face tracker model not found: {path}.", build_hint)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise PuppetError(
+            f"Face tracker model {path} is not a mediapipe .task bundle ({exc}).", build_hint
+        ) from exc
+    missing = {"face_detector.tflite", "face_landmarks_detector.tflite"} - names
+    if missing:
+        raise PuppetError(
+            f"Face tracker model {path} lacks {', '.join(sorted(missing))}.", build_hint
+        )
+
+
+def _frame_to_rgb(frame_bgr: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame_bgr)
+    if frame.dtype != np.uint8 or frame.ndim not in (2, 3) or frame.size == 0:
+        raise PuppetError(
+            f"Cannot track a frame of dtype {frame.dtype} and shape {frame.shape}.",
+            "Pass an OpenCV-style uint8 BGR image (H, W, 3).",
+        )
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB)
+    if frame.shape[2] == 3:
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    raise PuppetError(
+        f"Cannot track a frame with {frame.shape[2]} channels.",
+        "Pass an OpenCV-style uint8 BGR image (H, W, 3).",
+    )
+
+
+class FaceTracker:
+    """mediapipe FaceLandmarker in VIDEO mode, one face, ``FaceObservation`` out.
+
+    Use as a context manager (or call ``close()``, which is idempotent): see the module
+    docstring for why an unclosed tracker is dangerous. Not thread-safe: one tracker per
+    thread.
+    """
+
+    def __init__(self, options: TrackerOptions | None = None) -> None:
+        self._landmarker: Any = None
+        self.options = options if options is not None else TrackerOptions()
+        mode = self.options.mode
+        if mode not in TRACKER_MODES:
+            raise PuppetError(
+                f"Unknown tracker mode {mode!r}.", f"Use one of: {', '.join(TRACKER_MODES)}."
+            )
+        self.model_path = self.options.resolved_model_path()
+        _check_model_file(self.model_path, mode)
+        self._head_pose = HeadPoseSolver() if mode == "fast" else None
+        self._last_timestamp_ms: int | None = None
+
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        full = mode == "full"
+        landmarker_options = vision.FaceLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.VIDEO,
+            num_faces=1,
+            min_face_detection_confidence=self.options.min_detection_confidence,
+            min_face_presence_confidence=self.options.min_presence_confidence,
+            min_tracking_confidence=self.options.min_tracking_confidence,
+            output_face_blendshapes=full,
+            output_facial_transformation_matrixes=full,
+        )
+        try:
+            self._landmarker = vision.FaceLandmarker.create_from_options(landmarker_options)
+        except Exception as exc:  # mediapipe raises RuntimeError/ValueError with C++ status text
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PuppetError(
+                f"mediapipe could not load the face tracker model {self.model_path} ({reason}).",
+                "Use the committed model (tools/fetch_face_landmarker.py re-obtains it) or a "
+                "valid FaceLandmarker .task bundle.",
+            ) from exc
+
+    @classmethod
+    def create(cls, options: TrackerOptions | None = None, **overrides: Any) -> FaceTracker:
+        """``FaceTracker(TrackerOptions(**overrides))``, or ``options`` with ``overrides``."""
+        if options is None:
+            options = TrackerOptions(**overrides)
+        elif overrides:
+            options = TrackerOptions(**{**options.__dict__, **overrides})
+        return cls(options)
+
+    @property
+    def mode(self) -> str:
+        return self.options.mode
+
+    @property
+    def closed(self) -> bool:
+        return self._landmarker is None
+
+    @property
+    def provides_blendshapes(self) -> bool:
+        return self.options.mode == "full"
+
+    def _next_timestamp(self, timestamp_ms: int | None) -> int:
+        ts = int(time.monotonic() * 1000) if timestamp_ms is None else int(timestamp_ms)
+        if self._last_timestamp_ms is not None and ts <= self._last_timestamp_ms:
+            ts = self._last_timestamp_ms + 1  # VIDEO mode needs strictly increasing stamps
+        self._last_timestamp_ms = ts
+        return ts
+
+    def detect(
+        self, frame_bgr: np.ndarray, timestamp_ms: int | None = None
+    ) -> FaceObservation | None:
+        """Track one frame; None when no face is found.
+
+        frame_bgr: uint8 (H, W, 3) BGR as OpenCV delivers it (grey and BGRA are accepted).
+        timestamp_ms: the frame's time in ms (default: a monotonic clock). Stamps that do not
+            increase are bumped to last + 1, which the observation reports.
+        """
+        if self._landmarker is None:
+            raise PuppetError("This face tracker is closed.", "Create a new FaceTracker.")
+        import mediapipe as mp
+
+        rgb = _frame_to_rgb(frame_bgr)
+        if self.options.mirror:
+            rgb = cv2.flip(rgb, 1)
+        rgb = np.ascontiguousarray(rgb)
+        height, width = rgb.shape[:2]
+        ts = self._next_timestamp(timestamp_ms)
+        result = self._landmarker.detect_for_video(
+            mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts
+        )
+        if not result.face_landmarks:
+            if self._head_pose is not None:
+                self._head_pose.reset()
+            return None
+        points = result.face_landmarks[0]
+        landmarks = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float32)
+        if landmarks.shape != (NUM_LANDMARKS, 3):
+            raise PuppetError(
+                f"The face tracker model {self.model_path} gave {len(points)} landmarks, "
+                f"not {NUM_LANDMARKS}.",
+                "Use the committed models under assets/mediapipe.",
+            )
+        blendshapes: dict[str, float] | None = None
+        rotation: np.ndarray | None = None
+        if self._head_pose is None:
+            if result.face_blendshapes:
+                blendshapes = {
+                    c.category_name: float(c.score) for c in result.face_blendshapes[0]
+                }
+            if result.facial_transformation_matrixes:
+                rotation = np.asarray(result.facial_transformation_matrixes[0], np.float64)[:3, :3]
+        else:
+            rotation = self._head_pose.solve(landmarks, (width, height))
+        euler = euler_xyz_deg(rotation) if rotation is not None else (0.0, 0.0, 0.0)
+        return FaceObservation(
+            landmarks=landmarks,
+            image_size=(width, height),
+            timestamp_ms=ts,
+            rotation=rotation,
+            euler_deg=euler,
+            blendshapes=blendshapes,
+            # The Tasks API drops faces below min_presence_confidence and reports no score.
+            presence=1.0,
+            mirrored=self.options.mirror,
+        )
+
+    def close(self) -> None:
+        """Release the mediapipe graph. Idempotent; always call it (or use ``with``)."""
+        landmarker, self._landmarker = self._landmarker, None
+        if landmarker is not None:
+            landmarker.close()
+
+    def __enter__(self) -> FaceTracker:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        landmarker = getattr(self, "_landmarker", None)
+        if landmarker is not None:
+            # Never let the collector free it (that hangs the process): park it instead.
+            _UNCLOSED_LANDMARKERS.append(landmarker)
+            self._landmarker = None
+            warnings.warn(
+                "FaceTracker was not closed; use `with FaceTracker(...)` or call close().",
+                ResourceWarning,
+                stacklevel=2,
+            )
