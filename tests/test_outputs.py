@@ -1,0 +1,243 @@
+"""Outputs: real files through PyAV/FFmpeg, the virtual camera up to the pyvirtualcam boundary,
+the HUD drawing, the factory and the fan-out with a failing output."""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from puppet.errors import PuppetError
+from puppet.outputs.files import PngDirectoryOutput, VideoFileOutput
+
+FPS = 30
+W, H = 97, 64  # odd width on purpose (yuv420p needs padding)
+N = 12
+DISC_RGB = (230, 40, 30)
+
+
+def disc_frame(i: int, width: int = W, height: int = H) -> np.ndarray:
+    """An opaque red disc moving right on a fully transparent background."""
+    yy, xx = np.mgrid[:height, :width]
+    frame = np.zeros((height, width, 4), np.uint8)
+    inside = (xx - (18 + 5 * i)) ** 2 + (yy - height // 2) ** 2 < 13**2
+    frame[inside] = (*DISC_RGB, 255)
+    return frame
+
+
+def write(path: Path, frames: int = N, **kwargs) -> Path:
+    with VideoFileOutput(path, fps=kwargs.pop("fps", FPS), **kwargs) as out:
+        for i in range(frames):
+            out.send(disc_frame(i))
+    return path
+
+
+def decode_rgba(path: Path) -> tuple[list[np.ndarray], av.video.stream.VideoStream, str]:
+    """All frames as RGBA arrays, the stream, and the decoded pixel format. VP9 goes through
+    libvpx-vp9 because FFmpeg's native vp9 decoder drops the alpha side data."""
+    container = av.open(str(path))
+    stream = container.streams.video[0]
+    frames = []
+    if stream.codec_context.name == "vp9":
+        decoder = av.CodecContext.create("libvpx-vp9", "r")
+        decoded = (f for p in container.demux(stream) if p.size for f in decoder.decode(p))
+    else:
+        decoded = container.decode(stream)
+    fmt = ""
+    for frame in decoded:
+        fmt = frame.format.name
+        if fmt == "bgra":
+            frames.append(frame.to_ndarray(format="rgba"))
+            continue
+        # swscale's yuv(a) -> rgba conversion leaves the alpha of the last columns of odd-width
+        # frames unset, so read the alpha plane itself.
+        rgb = frame.to_ndarray(format="rgb24")
+        alpha = np.full(rgb.shape[:2], 255, np.uint8)
+        if fmt.startswith("yuva"):
+            plane = frame.planes[3]
+            deep = fmt.endswith(("10le", "12le", "16le"))
+            raw = np.frombuffer(plane, np.uint16 if deep else np.uint8)
+            raw = raw.reshape(frame.height, -1)[:, : frame.width].astype(np.float32)
+            bits = int(fmt[-4:-2]) if deep else 8
+            alpha = np.clip(raw * 255 / (2**bits - 1) + 0.5, 0, 255).astype(np.uint8)
+        frames.append(np.dstack([rgb, alpha]))
+    container.close()
+    return frames, stream, fmt
+
+
+@pytest.mark.parametrize(
+    ("ext", "alpha", "pix_prefix"),
+    [(".mp4", False, "yuv420p"), (".webm", True, "yuva420p"), (".mov", True, "yuva444p"),
+     (".gif", True, "bgra")],
+)  # fmt: skip
+def test_video_round_trip(tmp_path: Path, ext: str, alpha: bool, pix_prefix: str) -> None:
+    path = write(tmp_path / f"clip{ext}")
+    frames, stream, fmt = decode_rgba(path)
+    assert len(frames) == N
+    assert fmt.startswith(pix_prefix)
+    if ext == ".gif":  # GIF delays are centiseconds: check the total duration instead
+        assert stream.duration * stream.time_base == pytest.approx(N / FPS, abs=0.011)
+    else:
+        assert stream.average_rate == FPS
+    expected_w = W + 1 if ext == ".mp4" else W
+    assert (stream.codec_context.width, stream.codec_context.height) == (expected_w, H)
+    for i, got in enumerate(frames):
+        want = disc_frame(i)
+        centre = got[H // 2, 18 + 5 * i]
+        assert np.abs(centre[:3].astype(int) - DISC_RGB).max() <= 6, (i, centre)
+        assert centre[3] == 255
+        if alpha:
+            mismatch = np.mean(np.abs(got[..., 3].astype(int) - want[..., 3]) > 128)
+            assert mismatch < 0.01, (ext, i, mismatch)
+            assert got[2, W - 3, 3] == 0  # background transparent
+        else:
+            assert (got[..., 3] == 255).all()
+            assert np.abs(got[2, W - 3, :3].astype(int) - (0, 255, 0)).max() <= 4  # chroma green
+
+
+def test_webm_declares_alpha_and_mp4_background_colour(tmp_path: Path) -> None:
+    container = av.open(str(write(tmp_path / "a.webm")))
+    assert container.streams.video[0].metadata.get("alpha_mode") == "1"
+    container.close()
+    frames, _, _ = decode_rgba(write(tmp_path / "white.mp4", background="#FFFFFF"))
+    assert np.abs(frames[0][2, 2, :3].astype(int) - 255).max() <= 3
+    frames, _, fmt = decode_rgba(write(tmp_path / "blue.webm", background=(0, 0, 255)))
+    assert (frames[3][..., 3] == 255).all()  # a colour background removes transparency
+    assert np.abs(frames[3][2, 2, :3].astype(int) - (0, 0, 255)).max() <= 6
+
+
+def test_ntsc_fps_is_exact(tmp_path: Path) -> None:
+    frames, stream, _ = decode_rgba(write(tmp_path / "ntsc.mp4", fps=29.97, frames=5))
+    assert len(frames) == 5
+    assert stream.average_rate == Fraction(30000, 1001)
+
+
+def test_png_directory_straight_alpha(tmp_path: Path) -> None:
+    target = tmp_path / "frames"
+    out = PngDirectoryOutput(target)
+    soft = disc_frame(0)
+    soft[..., 3] = np.where(soft[..., 3] > 0, 100, 0)  # semi-transparent, colour must stay
+    out.send(soft)
+    for i in range(1, 4):
+        out.send(disc_frame(i))
+    assert not target.exists()  # still in .frames.partial/
+    out.close()
+    out.close()
+    assert sorted(p.name for p in target.iterdir()) == [f"{i:06d}.png" for i in range(4)]
+    back = cv2.cvtColor(cv2.imread(str(target / "000000.png"), cv2.IMREAD_UNCHANGED),
+                        cv2.COLOR_BGRA2RGBA)  # fmt: skip
+    np.testing.assert_array_equal(back, soft)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    # A previous render is replaced; a directory with other files is refused.
+    again = PngDirectoryOutput(target)
+    again.send(disc_frame(5))
+    again.close()
+    assert [p.name for p in target.iterdir()] == ["000000.png"]
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(PuppetError, match="other files"):
+        PngDirectoryOutput(target)
+
+
+def test_exception_mid_write_leaves_no_file(tmp_path: Path) -> None:
+    for name in ("clip.mp4", "clip.webm", "clip.mov", "clip.gif"):
+        path = tmp_path / name
+        with pytest.raises(RuntimeError, match="boom"):
+            with VideoFileOutput(path, fps=FPS) as out:
+                for i in range(5):
+                    out.send(disc_frame(i))
+                raise RuntimeError("boom")
+        assert not path.exists()
+    with pytest.raises(RuntimeError, match="boom"):
+        with PngDirectoryOutput(tmp_path / "pngs") as out:
+            out.send(disc_frame(0))
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+    # A crash (no close at all) leaves only the hidden partial file, never the final name.
+    out = VideoFileOutput(tmp_path / "crash.mp4", fps=FPS)
+    for i in range(40):  # enough for x264 to emit packets past its lookahead
+        out.send(disc_frame(i % N))
+    assert not (tmp_path / "crash.mp4").exists()
+    assert (tmp_path / ".crash.partial.mp4").exists()
+    out.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(PuppetError, match=r"\.mp4.*\.webm.*\.mov.*\.gif"):
+        VideoFileOutput(tmp_path / "clip.avi", fps=FPS)
+    with pytest.raises(PuppetError, match="does not exist"):
+        VideoFileOutput(tmp_path / "missing" / "clip.mp4", fps=FPS)
+    with pytest.raises(PuppetError, match="not positive"):
+        VideoFileOutput(tmp_path / "clip.mp4", fps=0)
+    with pytest.raises(PuppetError, match="not a colour"):
+        VideoFileOutput(tmp_path / "clip.mp4", fps=FPS, background="greenish")
+    out = VideoFileOutput(tmp_path / "clip.mp4", fps=FPS)
+    with pytest.raises(TypeError):
+        out.send(disc_frame(0).astype(np.float32))
+    with pytest.raises(ValueError):
+        out.send(disc_frame(0)[..., :3])
+    out.send(disc_frame(0))
+    with pytest.raises(ValueError, match="opened for"):
+        out.send(disc_frame(0, width=W + 2))
+    out.close()
+    assert len(decode_rgba(tmp_path / "clip.mp4")[0]) == 1
+
+
+def make_driver_with_tone(path: Path, seconds: float = 1.0, fps: int = 24) -> None:
+    """A small H.264 + AAC video whose audio is a 440 Hz sine, made with PyAV."""
+    rate = 44100
+    container = av.open(str(path), "w")
+    video = container.add_stream("libx264", rate=fps)
+    video.width = video.height = 64
+    video.pix_fmt = "yuv420p"
+    audio = container.add_stream("aac", rate=rate, layout="mono")
+    frames = round(seconds * fps)
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 8, np.uint8), format="rgb24")
+        frame.pts = i
+        container.mux(video.encode(frame))
+    container.mux(video.encode(None))
+    t = np.arange(round(seconds * rate)) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for start in range(0, len(tone), 1024):
+        chunk = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp",
+                                           layout="mono")  # fmt: skip
+        chunk.sample_rate = rate
+        chunk.pts = start
+        container.mux(audio.encode(chunk))
+    container.mux(audio.encode(None))
+    container.close()
+
+
+@pytest.mark.parametrize(("ext", "codec"), [(".mp4", "aac"), (".mov", "aac"), (".webm", "opus")])
+def test_audio_copied_from_driver(tmp_path: Path, ext: str, codec: str) -> None:
+    driver = tmp_path / "driver.mp4"
+    make_driver_with_tone(driver)
+    out_path = write(tmp_path / f"out{ext}", frames=24, fps=24, audio_from=driver)
+    container = av.open(str(out_path))
+    assert container.streams.audio[0].codec_context.name == codec
+    rate = container.streams.audio[0].codec_context.sample_rate
+    samples = np.concatenate(
+        [f.to_ndarray().reshape(-1) for f in container.decode(container.streams.audio[0])]
+    )
+    container.close()
+    assert len(samples) / rate == pytest.approx(1.0, abs=0.05)
+    spectrum = np.abs(np.fft.rfft(samples[rate // 10 : rate // 10 + rate // 2]))
+    peak_hz = np.argmax(spectrum) * rate / (2 * (len(spectrum) - 1))
+    assert peak_hz == pytest.approx(440, abs=5)
+    assert np.sqrt(np.mean(samples[rate // 10 : -rate // 10] ** 2)) == pytest.approx(0.212, rel=0.1)
+    assert len(decode_rgba(out_path)[0]) == 24
+
+
+def test_audio_from_video_without_audio_writes_video_only(tmp_path: Path, caplog) -> None:
+    silent = write(tmp_path / "silent.mp4", frames=3)
+    with caplog.at_level(logging.INFO):
+        path = write(tmp_path / "out.mp4", frames=3, audio_from=silent)
+    container = av.open(str(path))
+    assert len(container.streams.audio) == 0
+    container.close()
