@@ -1,0 +1,462 @@
+"""The `puppet` command line: each command parses its options, then calls one library function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from puppet.errors import PuppetError
+
+app = typer.Typer(
+    help="puppet: animate an anime character from your webcam, in real time.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Install and check poser weights.", no_args_is_help=True)
+character_app = typer.Typer(help="Check character images.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+app.add_typer(character_app, name="character")
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False):
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+    )
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def run(call):
+    """Run a library call; user errors become one line and exit code 2."""
+    try:
+        return call()
+    except PuppetError as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        err_console.print("stopped")
+        raise typer.Exit(130) from None
+
+
+def progress_bar(description: str):
+    """A rich progress bar with fps and ETA, as a (callback, context) pair."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    class FpsColumn(TextColumn):
+        def __init__(self):
+            super().__init__("")
+
+        def render(self, task):
+            speed = task.finished_speed or task.speed
+            return f"{speed:.1f} fps" if speed else ""
+
+    bar = Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        FpsColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update, bar
+
+
+# Common options
+Character = Annotated[
+    Path | None,
+    typer.Option(
+        "--character", "-c", help="Character image (512x512 RGBA PNG). Default: the poser's own."
+    ),
+]
+PoserSpec = Annotated[
+    str,
+    typer.Option(
+        "--poser",
+        "-p",
+        help="default | student:PATH | tha3:<variant>[@DIR] | tha4-student:DIR | rig:hana",
+    ),
+]
+Profile = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", help="Calibration profile name (from `puppet calibrate`) or .toml path."
+    ),
+]
+Source = Annotated[
+    str,
+    typer.Option(
+        "--source", "-s", help="Camera index (0, 1, ...), a face video, or a pose track .jsonl."
+    ),
+]
+Outputs = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="vcam | window | browser | FILE (.mp4/.webm/.mov/.gif) | DIR/ (PNGs). Repeatable.",
+    ),
+]
+Background = Annotated[
+    str | None,
+    typer.Option(
+        "--background", "-b", help="transparent or #RRGGBB (formats without alpha get a colour)."
+    ),
+]
+Tracker = Annotated[str, typer.Option("--tracker", help="full (blendshapes) or fast.")]
+Mirror = Annotated[bool, typer.Option("--mirror/--no-mirror", help="Selfie view (default on).")]
+Device = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+
+
+def _check_tracker(tracker: str) -> None:
+    if tracker not in ("full", "fast"):
+        fail(f"Unknown tracker {tracker!r}. Use --tracker full or --tracker fast.")
+
+
+@app.command()
+def live(
+    source: Source = "0",
+    output: Outputs = None,
+    poser: PoserSpec = "default",
+    character: Character = None,
+    profile: Profile = None,
+    background: Background = None,
+    tracker: Tracker = "full",
+    mirror: Mirror = True,
+    frames: Annotated[int | None, typer.Option(help="Stop after N frames.")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
+    record: Annotated[Path | None, typer.Option(help="Record the pose track (.jsonl).")] = None,
+    lipsync: Annotated[str | None, typer.Option(help="mic or a WAV file.")] = None,
+    idle_when_tracking: Annotated[bool, typer.Option(help="Idle motion while tracked.")] = False,
+    fps: Annotated[float, typer.Option(help="Output frame rate.")] = 30.0,
+    vcam_device: Annotated[str | None, typer.Option(help="Virtual camera device.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port of the browser output.")] = None,
+    device: Device = "cpu",
+):
+    """Puppeteer the character live: camera -> tracking -> poser -> outputs."""
+    from puppet.pipeline import LiveConfig, run_live
+
+    _check_tracker(tracker)
+    config = LiveConfig(
+        source=source,
+        poser=poser,
+        character=character,
+        outputs=output or ["window"],
+        background=background,
+        profile=profile,
+        tracker=tracker,
+        mirror=mirror,
+        frames=frames,
+        seconds=seconds,
+        record=record,
+        lipsync=lipsync,
+        idle_when_tracking=idle_when_tracking,
+        fps=fps,
+        device=device,
+        vcam_device=vcam_device,
+        browser_port=port,
+    )
+    report = run(lambda: run_live(config))
+    err_console.print(report.summary())
+
+
+@app.command()
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The video file.")] = Path(
+        "out/demo.mp4"
+    ),
+    seconds: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
+):
+    """The embedded default: bundled character + poser + driving track, into every output."""
+    from puppet.demo import run_demo
+
+    report = run(lambda: run_demo(output, seconds=seconds))
+    err_console.print(report.summary())
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def render(
+    driver: Annotated[Path, typer.Argument(help="A pose track (.jsonl) or a face video.")],
+    output: Annotated[str, typer.Argument(help="FILE.mp4|.webm|.mov|.gif or DIR/ for PNGs.")],
+    poser: PoserSpec = "default",
+    character: Character = None,
+    background: Background = None,
+    profile: Profile = None,
+    tracker: Tracker = "full",
+    mirror: Mirror = True,
+    device: Device = "cpu",
+):
+    """Render a pose track or a face video to a video file or PNG frames."""
+    from puppet.pipeline import RenderConfig
+    from puppet.pipeline import render as render_file
+
+    _check_tracker(tracker)
+    config = RenderConfig(
+        driver=driver,
+        output=output,
+        poser=poser,
+        character=character,
+        background=background,
+        profile=profile,
+        tracker=tracker,
+        mirror=mirror,
+        device=device,
+    )
+    update, bar = progress_bar("rendering")
+    with bar:
+        report = run(lambda: render_file(config, progress=update))
+    err_console.print(report.summary())
+    console.print(f"wrote {output}")
+
+
+@app.command()
+def track(
+    video: Annotated[Path, typer.Argument(help="A face video.")],
+    track_file: Annotated[Path, typer.Argument(metavar="TRACK.jsonl", help="Pose track to write.")],
+    profile: Profile = None,
+    tracker: Tracker = "full",
+    mirror: Mirror = True,
+):
+    """Write the pose track of a face video."""
+    from puppet.pipeline import track_video
+
+    _check_tracker(tracker)
+    update, bar = progress_bar("tracking")
+    with bar:
+        report = run(
+            lambda: track_video(
+                video, track_file, tracker=tracker, mirror=mirror, profile=profile, progress=update
+            )
+        )
+    err_console.print(report.summary())
+    console.print(f"wrote {track_file}")
+
+
+@app.command()
+def calibrate(
+    source: Source = "0",
+    profile: Annotated[str, typer.Option("--profile", help="Profile name to write.")] = "default",
+    tracker: Tracker = "full",
+    mirror: Mirror = True,
+    quick: Annotated[bool, typer.Option(help="Only the neutral face.")] = False,
+    seconds: Annotated[float, typer.Option(help="Seconds per step.")] = 3.0,
+):
+    """Record your neutral face (and optionally blink/mouth/look ranges) into a profile."""
+    from puppet.calibration import calibrate as run_calibration
+
+    _check_tracker(tracker)
+    steps = ("neutral",) if quick else None
+    result = run(
+        lambda: run_calibration(
+            source,
+            profile,
+            steps=steps,
+            seconds_per_step=seconds,
+            tracker=tracker,
+            mirror=mirror,
+            prompt=lambda text: console.print(f"[bold cyan]>[/] {text}"),
+        )
+    )
+    console.print(f"saved profile {result.name!r} to {result.path}")
+
+
+@app.command()
+def distill(
+    character: Annotated[Path, typer.Argument(help="Character image (512x512 RGBA).")],
+    teacher: Annotated[str, typer.Option(help="rig | tha3[:variant] | tha4-student:DIR")] = "rig",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the student.")] = Path(
+        "out/student"
+    ),
+    quality: Annotated[str, typer.Option(help="default or fast.")] = "default",
+    seed: int = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from checkpoints.")] = True,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop training after M min.")] = None,
+    device: Device = "cpu",
+):
+    """Train a fast CPU student poser for a character from a teacher poser."""
+    from puppet.distill import distill as run_distill
+
+    report = run(
+        lambda: run_distill(
+            character,
+            teacher,
+            out,
+            quality=quality,
+            seed=seed,
+            resume=resume,
+            device=device,
+            max_minutes=max_minutes,
+        )
+    )
+    console.print(report.summary() if hasattr(report, "summary") else str(report))
+
+
+@app.command()
+def bench(
+    poser: PoserSpec = "default",
+    character: Character = None,
+    seconds: Annotated[float, typer.Option(help="Seconds to measure.")] = 10.0,
+    tracker: Tracker = "full",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: Device = "cpu",
+):
+    """Time each stage and the whole loop on this machine."""
+    from puppet.bench import run_bench
+
+    _check_tracker(tracker)
+    report = run(
+        lambda: run_bench(
+            poser, seconds=seconds, character=character, tracker=tracker, device=device
+        )
+    )
+    if as_json:
+        print(json.dumps(report.to_json()))
+        return
+    table = Table(title=f"puppet bench: {report.poser}")
+    table.add_column("stage")
+    table.add_column("mean ms", justify="right")
+    table.add_column("p95 ms", justify="right")
+    for name, stats in report.stages.items():
+        table.add_row(name, f"{stats.mean_ms:.2f}", f"{stats.p95_ms:.2f}")
+    console.print(table)
+    console.print(
+        f"loop {report.fps:.1f} fps, poser alone {report.poser_fps:.1f} fps, "
+        f"peak RSS {report.peak_rss_mb:.0f} MB"
+    )
+    for note in report.notes:
+        console.print(f"note: {note}")
+
+
+@app.command()
+def doctor():
+    """Report Python, torch devices, models, cameras and virtual-camera support."""
+    from puppet.doctor import run_checks
+
+    checks = run(run_checks)
+    table = Table(title="puppet doctor", show_lines=False)
+    table.add_column("check")
+    table.add_column("")
+    table.add_column("detail")
+    for check in checks:
+        mark = {True: "[green]ok[/]", False: "[red]missing[/]", None: ""}[check.ok]
+        detail = check.detail + (f"\n[yellow]fix:[/] {check.fix}" if check.fix else "")
+        table.add_row(check.name, mark, detail)
+    console.print(table)
+
+
+@models_app.command("list")
+def models_list():
+    """List installed and bundled posers."""
+    from puppet.models import list_models
+
+    for model in run(list_models):
+        console.print(str(model))
+
+
+@models_app.command("import")
+def models_import(
+    directory: Annotated[Path, typer.Argument(help="Official THA3 folder (<variant>/*.pt).")],
+    variant: Annotated[str | None, typer.Option(help="Variant, if not detected.")] = None,
+):
+    """Validate an official THA3 weights folder and install it."""
+    from puppet.models import import_tha3
+
+    installed = run(lambda: import_tha3(directory, variant))
+    console.print(f"installed {installed}")
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="tha3:<variant>, e.g. tha3:separable_float")],
+):
+    """Download official THA3 weights (resumable, checksummed)."""
+    from puppet.models import fetch_tha3
+
+    kind, _, variant = name.partition(":")
+    if kind != "tha3" or not variant:
+        fail(f"Cannot fetch {name!r}. Use tha3:<variant>, e.g. tha3:separable_float.")
+    update, bar = progress_bar(f"fetching {name}")
+    with bar:
+        installed = run(lambda: fetch_tha3(variant, progress=update))
+    console.print(f"installed {installed}")
+
+
+@models_app.command("verify")
+def models_verify():
+    """Re-check the hashes of installed weights."""
+    from puppet.models import verify_models
+
+    results = run(verify_models)
+    bad = 0
+    for result in results:
+        console.print(str(result))
+        bad += not getattr(result, "ok", True)
+    if bad:
+        raise typer.Exit(1)
+
+
+@models_app.command("export-onnx")
+def models_export_onnx(
+    variant: Annotated[str, typer.Argument(help="THA3 variant.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/onnx"),
+):
+    """Export installed THA3 networks to ONNX."""
+    try:
+        from poser_models.tha3 import export_onnx
+    except ImportError:
+        fail("ONNX export is not available yet.")
+    from puppet.models import find_tha3_variant_dir
+
+    run(lambda: export_onnx(find_tha3_variant_dir(variant, None), out))
+    console.print(f"wrote {out}")
+
+
+@character_app.command("check")
+def character_check(
+    image: Annotated[Path, typer.Argument(help="Character image.")],
+    out: Annotated[Path | None, typer.Option(help="PNG with the head box drawn.")] = None,
+):
+    """Show whether a character image fits the THA input layout."""
+    from puppet.character import check_character
+
+    out = out or image.with_name(image.stem + "_check.png")
+    report = run(lambda: check_character(image, out))
+    console.print(str(report))
+    console.print(f"wrote {out}")
+
+
+def entry() -> None:  # pragma: no cover - console script
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

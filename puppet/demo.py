@@ -1,0 +1,22 @@
+"""`make demo`: the bundled character and student, driven by the bundled pose track."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from puppet.demo_track import DEMO_TRACK
+from puppet.pipeline import LiveConfig, RunReport, run_live
+
+
+def run_demo(output: Path = Path("out/demo.mp4"), *, seconds: float | None = None) -> RunReport:
+    """Play the demo track through the live loop into ``output`` and, when a virtual-camera
+    backend exists on this machine, into the virtual camera too. Exits at the track's end."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    config = LiveConfig(
+        source=str(DEMO_TRACK),
+        poser="default",
+        outputs=[str(output)],
+        optional_outputs=["vcam"],
+        seconds=seconds,
+    )
+    return run_live(config)

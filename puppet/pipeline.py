@@ -1,0 +1,538 @@
+"""The live loop and offline rendering: source -> tracking -> mapping -> poser -> outputs.
+
+``run_live`` drives the outputs in real time from a camera, a video file or a pose track;
+``render`` turns a pose track or a face video into a file, one output frame per input frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from puppet.capture import FrameSource, parse_source
+from puppet.errors import PuppetError
+from puppet.outputs.base import FrameInfo, LiveControls, Output
+from puppet.pose import PoseVector
+from puppet.posers import Poser, create_poser
+from puppet.timing import RateMeter, StageStats, StageTimer
+from puppet.track_io import PoseTrackWriter, iter_track, read_track_fps
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LiveConfig:
+    """Everything `puppet live` needs. ``source``: camera index, video file or ``.jsonl`` track."""
+
+    source: str = "0"
+    poser: str = "default"
+    character: Path | None = None
+    outputs: list[str] = field(default_factory=lambda: ["window"])
+    background: str | None = None
+    profile: str | None = None
+    tracker: str = "full"  # "full" (blendshapes) or "fast"
+    mirror: bool = True
+    frames: int | None = None  # stop after N frames
+    seconds: float | None = None  # stop after S seconds
+    record: Path | None = None  # write the pose track of the session
+    lipsync: str | None = None  # "mic" or a WAV path
+    idle_when_tracking: bool = False
+    fps: float = 30.0  # output frame rate (frames are paced to it)
+    device: str = "cpu"
+    vcam_device: str | None = None
+    browser_port: int | None = None
+    optional_outputs: list[str] = field(default_factory=list)  # skipped with a note if missing
+
+
+@dataclass
+class RunReport:
+    frames: int
+    seconds: float
+    fps: float
+    stages: dict[str, StageStats]
+    outputs: list[str]
+    dropped_outputs: list[str]
+
+    def summary(self) -> str:
+        parts = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"]
+        stage_text = ", ".join(f"{k} {v.mean_ms:.1f} ms" for k, v in self.stages.items())
+        if stage_text:
+            parts.append(stage_text)
+        return "; ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building blocks
+
+
+def is_track(source: str | Path) -> bool:
+    return str(source).endswith(".jsonl")
+
+
+def load_poser(spec: str, character: Path | None, device: str) -> Poser:
+    return create_poser(spec, character, device)
+
+
+class FaceToPose:
+    """Tracking + mapping for camera/video sources (mediapipe tracker, calibrated mapper)."""
+
+    def __init__(
+        self,
+        *,
+        tracker: str,
+        mirror: bool,
+        profile: str | None,
+        lipsync: str | None,
+        idle_when_tracking: bool,
+        timer: StageTimer,
+    ) -> None:
+        from puppet.calibration import load_profile
+        from puppet.mapping import PoseMapper
+        from puppet.tracking import FaceTracker, TrackerOptions
+
+        loaded_profile = load_profile(profile) if profile else None
+        lip = None
+        if lipsync:
+            from puppet.lipsync import LipSync
+
+            lip = LipSync(lipsync)
+        self.mapper = PoseMapper(loaded_profile, idle_when_tracking=idle_when_tracking, lipsync=lip)
+        self.options = TrackerOptions(mode=tracker, mirror=mirror)
+        self.tracker = FaceTracker(self.options)
+        self.timer = timer
+        self.last_observation = None
+
+    def __call__(self, image: np.ndarray, t: float) -> PoseVector:
+        with self.timer.stage("tracking"):
+            observation = self.tracker.detect(image, int(round(t * 1000)))
+        self.last_observation = observation
+        with self.timer.stage("mapping"):
+            return self.mapper.update(observation, t)
+
+    def handle(self, action: str) -> None:
+        if action == "recalibrate" and self.last_observation is not None:
+            self.mapper.recalibrate_neutral(self.last_observation)
+        elif action == "toggle_idle":
+            self.mapper.toggle_idle()
+        elif action == "toggle_mirror":
+            self.tracker.close()
+            from puppet.tracking import FaceTracker, TrackerOptions
+
+            self.options = TrackerOptions(mode=self.options.mode, mirror=not self.options.mirror)
+            self.tracker = FaceTracker(self.options)
+        elif action.startswith("expression:"):
+            self.mapper.toggle_expression(action.split(":", 1)[1])
+
+    @property
+    def state(self) -> str:
+        return self.mapper.state
+
+    def close(self) -> None:
+        self.tracker.close()
+
+
+def open_outputs(
+    specs: list[str],
+    optional: list[str],
+    *,
+    width: int,
+    height: int,
+    fps: float,
+    background: str | None,
+    controls: LiveControls | None,
+    audio_from: Path | None = None,
+    vcam_device: str | None = None,
+    browser_port: int | None = None,
+) -> list[Output]:
+    """Open each output; a missing optional one (e.g. no virtual camera) is a note, not a stop."""
+    from puppet.outputs.factory import open_output
+
+    outputs: list[Output] = []
+    try:
+        for spec in [*specs, *optional]:
+            try:
+                outputs.append(
+                    open_output(
+                        spec,
+                        width=width,
+                        height=height,
+                        fps=fps,
+                        background=background,
+                        controls=controls,
+                        audio_from=audio_from,
+                        vcam_device=vcam_device,
+                        browser_port=browser_port,
+                    )
+                )
+            except PuppetError as error:
+                if spec not in optional:
+                    raise
+                log.warning("output %s is not available here: %s", spec, error)
+    except BaseException:
+        for output in outputs:
+            _close_quietly(output)
+        raise
+    return outputs
+
+
+def _close_quietly(output: Output) -> None:
+    try:
+        output.close()
+    except Exception as error:  # noqa: BLE001 - closing everything else matters more
+        log.warning("closing output %s failed: %s", getattr(output, "name", output), error)
+
+
+class OutputFanOut:
+    """Sends each frame to every output; one that fails is reported once and dropped."""
+
+    def __init__(self, outputs: list[Output]) -> None:
+        self.outputs = list(outputs)
+        self.names = [getattr(o, "name", type(o).__name__) for o in outputs]
+        self.dropped: list[str] = []
+
+    def send(self, frame: np.ndarray, info: FrameInfo | None) -> None:
+        for output in list(self.outputs):
+            try:
+                output.send(frame, info)
+            except Exception as error:  # noqa: BLE001 - the stream must go on
+                name = getattr(output, "name", type(output).__name__)
+                log.warning("output %s failed and was dropped: %s", name, error)
+                self.dropped.append(name)
+                self.outputs.remove(output)
+                _close_quietly(output)
+
+    def close(self) -> list[str]:
+        """Close all; returns the names whose close failed (their files may be incomplete)."""
+        failed = []
+        for output in self.outputs:
+            try:
+                output.close()
+            except Exception as error:  # noqa: BLE001
+                name = getattr(output, "name", type(output).__name__)
+                log.warning("output %s could not be finished: %s", name, error)
+                failed.append(name)
+        self.outputs = []
+        return failed
+
+
+@contextmanager
+def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
+    """First Ctrl+C asks the loop to stop cleanly (files are finished); a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class _TrackPlayer:
+    """Plays a pose track in real time: the pose at a wall-clock time is the latest frame."""
+
+    def __init__(self, path: Path) -> None:
+        self.fps = read_track_fps(path)
+        self._frames = iter_track(path)
+        self._current = next(self._frames, None)
+        if self._current is None:
+            raise PuppetError(f"Pose track {path} has no frames.", "Record or generate one.")
+        self._next = next(self._frames, None)
+        self.finished = False
+
+    def pose_at(self, t: float) -> PoseVector:
+        while self._next is not None and self._next.t <= t:
+            self._current, self._next = self._next, next(self._frames, None)
+        if self._next is None and t >= self._current.t + 1.0 / self.fps:
+            self.finished = True
+        return self._current.pose
+
+
+# ---------------------------------------------------------------------------------------------
+# The live loop
+
+
+def run_live(
+    config: LiveConfig,
+    *,
+    stop: threading.Event | None = None,
+    on_frame: Callable[[np.ndarray, FrameInfo], None] | None = None,
+) -> RunReport:
+    """Run until Ctrl+C, the end of a file/track, ``frames``/``seconds``, or a quit hotkey."""
+    stop = stop or threading.Event()
+    controls = LiveControls()
+    timer = StageTimer()
+    rate = RateMeter()
+    with ExitStack() as stack:
+        poser = load_poser(config.poser, config.character, config.device)
+        probe = poser.pose(PoseVector())
+        height, width = probe.shape[:2]
+        player: _TrackPlayer | None = None
+        source: FrameSource | None = None
+        face_to_pose: FaceToPose | None = None
+        if is_track(config.source):
+            player = _TrackPlayer(Path(config.source))
+        else:
+            source = stack.enter_context(FrameSource(parse_source(config.source)))
+            face_to_pose = FaceToPose(
+                tracker=config.tracker,
+                mirror=config.mirror,
+                profile=config.profile,
+                lipsync=config.lipsync,
+                idle_when_tracking=config.idle_when_tracking,
+                timer=timer,
+            )
+            stack.callback(face_to_pose.close)
+        fps = player.fps if player is not None else config.fps
+        outputs = OutputFanOut(
+            open_outputs(
+                config.outputs,
+                config.optional_outputs,
+                width=width,
+                height=height,
+                fps=fps,
+                background=config.background,
+                controls=controls,
+                vcam_device=config.vcam_device,
+                browser_port=config.browser_port,
+            )
+        )
+        finished_outputs = False
+
+        def finish_outputs() -> None:
+            nonlocal finished_outputs
+            if not finished_outputs:
+                finished_outputs = True
+                outputs.close()
+
+        stack.callback(finish_outputs)
+        recorder = None
+        if config.record is not None:
+            recorder = stack.enter_context(PoseTrackWriter(config.record, fps))
+        stack.enter_context(_stop_on_sigint(stop))
+
+        log.info("live: %s -> %s", config.source, ", ".join(outputs.names) or "no outputs")
+        start = time.perf_counter()
+        frame_period = 1.0 / fps
+        index = 0
+        pose = PoseVector()
+        while not stop.is_set() and not controls.stop_requested.is_set():
+            if config.frames is not None and index >= config.frames:
+                break
+            t = time.perf_counter() - start
+            if config.seconds is not None and t >= config.seconds:
+                break
+            camera_frame = None
+            tracking_state = "off"
+            if player is not None:
+                with timer.stage("track"):
+                    pose = player.pose_at(t)
+                if player.finished:
+                    break
+            else:
+                assert source is not None and face_to_pose is not None
+                with timer.stage("capture"):
+                    captured = source.read(timeout=0.5)
+                if captured is None:
+                    if source.is_file and source.finished:
+                        break
+                    # No camera frame (unplugged / reconnecting): keep animating, face lost.
+                    with timer.stage("mapping"):
+                        pose = face_to_pose.mapper.update(None, t)
+                else:
+                    camera_frame = captured.image
+                    pose = face_to_pose(camera_frame, t)
+                tracking_state = face_to_pose.state
+                for action in controls.take():
+                    face_to_pose.handle(action)
+            with timer.stage("poser"):
+                image = poser.pose(pose)
+            info = FrameInfo(
+                index=index,
+                t=t,
+                fps=rate.tick(),
+                stage_ms=dict(timer.last_ms),
+                tracking=tracking_state,
+                pose=pose,
+                camera_frame=camera_frame,
+                landmarks=getattr(
+                    getattr(face_to_pose, "last_observation", None), "landmarks", None
+                ),
+            )
+            with timer.stage("outputs"):
+                outputs.send(image, info)
+            if recorder is not None:
+                recorder.write(t, pose)
+            if on_frame is not None:
+                on_frame(image, info)
+            index += 1
+            if player is not None:  # pace a track to its own frame rate
+                delay = start + index * frame_period - time.perf_counter()
+                if delay > 0:
+                    stop.wait(delay)
+        elapsed = time.perf_counter() - start
+        names = list(outputs.names)
+        finish_outputs()
+    return RunReport(
+        frames=index,
+        seconds=elapsed,
+        fps=index / elapsed if elapsed > 0 else 0.0,
+        stages=timer.stats(),
+        outputs=names,
+        dropped_outputs=outputs.dropped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Offline rendering
+
+
+@dataclass
+class RenderConfig:
+    driver: Path  # a pose track (.jsonl) or a face video
+    output: str  # a file path (extension picks the format) or a directory ending in "/"
+    poser: str = "default"
+    character: Path | None = None
+    background: str | None = None  # "transparent" or "#RRGGBB"
+    profile: str | None = None
+    tracker: str = "full"
+    mirror: bool = True
+    device: str = "cpu"
+    copy_audio: bool = True
+
+
+def _driver_poses(
+    config: RenderConfig, timer: StageTimer
+) -> tuple[float, int | None, Iterator[tuple[float, PoseVector]], Callable[[], None]]:
+    """(fps, frame count or None, iterator of (t, pose), close)."""
+    if is_track(config.driver):
+        fps = read_track_fps(config.driver)
+        frames = iter_track(config.driver)
+        count = sum(1 for _ in iter_track(config.driver))
+        return fps, count, ((f.t, f.pose) for f in frames), lambda: None
+    source = FrameSource(parse_source(str(config.driver)), realtime=False)
+    face_to_pose = FaceToPose(
+        tracker=config.tracker,
+        mirror=config.mirror,
+        profile=config.profile,
+        lipsync=None,
+        idle_when_tracking=False,
+        timer=timer,
+    )
+
+    def poses() -> Iterator[tuple[float, PoseVector]]:
+        while True:
+            captured = source.read(timeout=30.0)
+            if captured is None:
+                return
+            yield captured.timestamp, face_to_pose(captured.image, captured.timestamp)
+
+    def close() -> None:
+        source.close()
+        face_to_pose.close()
+
+    return source.fps, source.frame_count, poses(), close
+
+
+def render(
+    config: RenderConfig, *, progress: Callable[[int, int | None], None] | None = None
+) -> RunReport:
+    """Render every driver frame to ``config.output``; the file appears only when complete."""
+    timer = StageTimer()
+    driver = Path(config.driver)
+    if not driver.is_file():
+        raise PuppetError(f"Driver {driver} not found.", "Pass a pose track (.jsonl) or a video.")
+    poser = load_poser(config.poser, config.character, config.device)
+    fps, count, poses, close_driver = _driver_poses(config, timer)
+    audio_from = driver if (config.copy_audio and not is_track(driver)) else None
+    start = time.perf_counter()
+    index = 0
+    try:
+        first = next(poses, None)
+        if first is None:
+            raise PuppetError(f"{driver} has no frames.", "Use a non-empty driver.")
+        with timer.stage("poser"):
+            image = poser.pose(first[1])
+        height, width = image.shape[:2]
+        (output,) = open_outputs(
+            [config.output],
+            [],
+            width=width,
+            height=height,
+            fps=fps,
+            background=config.background,
+            controls=None,
+            audio_from=audio_from,
+        )
+        try:
+            t, pose = first
+            while True:
+                with timer.stage("outputs"):
+                    output.send(image, FrameInfo(index=index, t=t, pose=pose))
+                index += 1
+                if progress is not None:
+                    progress(index, count)
+                item = next(poses, None)
+                if item is None:
+                    break
+                t, pose = item
+                with timer.stage("poser"):
+                    image = poser.pose(pose)
+        except BaseException:
+            abort = getattr(output, "abort", None)
+            if abort is not None:
+                abort()
+            raise
+        output.close()
+    finally:
+        close_driver()
+    elapsed = time.perf_counter() - start
+    return RunReport(
+        index, elapsed, index / elapsed if elapsed else 0.0, timer.stats(), [config.output], []
+    )
+
+
+def track_video(
+    video: Path,
+    track_path: Path,
+    *,
+    tracker: str = "full",
+    mirror: bool = True,
+    profile: str | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> RunReport:
+    """Write the pose track of a face video (one line per video frame), atomically."""
+    timer = StageTimer()
+    config = RenderConfig(driver=video, output="", tracker=tracker, mirror=mirror, profile=profile)
+    if not Path(video).is_file():
+        raise PuppetError(f"Video {video} not found.", "Check the path.")
+    fps, count, poses, close = _driver_poses(config, timer)
+    start = time.perf_counter()
+    index = 0
+    try:
+        with PoseTrackWriter(track_path, fps) as writer:
+            for t, pose in poses:
+                writer.write(t, pose)
+                index += 1
+                if progress is not None:
+                    progress(index, count)
+    finally:
+        close()
+    elapsed = time.perf_counter() - start
+    return RunReport(
+        index, elapsed, index / elapsed if elapsed else 0.0, timer.stats(), [str(track_path)], []
+    )
