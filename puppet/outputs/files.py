@@ -385,9 +385,9 @@ class VideoFileOutput:
             if self._audio is not None:
                 self._audio.advance(self.frames_written / self._rate)
         except OSError as error:
-            raise PuppetError(f"Writing {self.path} failed: {error}.", "Check free disk space.") from (
-                error
-            )
+            raise PuppetError(
+                f"Writing {self.path} failed: {error}.", "Check free disk space."
+            ) from error
 
     def close(self) -> None:
         """Finish the file and move it onto its final name (idempotent)."""
