@@ -241,3 +241,134 @@ def test_audio_from_video_without_audio_writes_video_only(tmp_path: Path, caplog
     container = av.open(str(path))
     assert len(container.streams.audio) == 0
     container.close()
+
+
+# -- virtual camera ---------------------------------------------------------------------------
+
+
+def test_vcam_without_backend_explains_how_to_get_one() -> None:
+    """Real pyvirtualcam call: this machine has no v4l2loopback device (kernel modules cannot be
+    loaded here), so opening the camera must fail with the per-OS fix."""
+    from puppet.outputs.vcam import VirtualCameraOutput, no_backend_fix, vcam_status
+
+    ok, message = vcam_status()
+    if ok:
+        pytest.skip(f"a virtual camera exists on this machine ({message})")
+    assert "No virtual camera" in message
+    with pytest.raises(PuppetError) as raised:
+        VirtualCameraOutput(width=64, height=48, fps=30)
+    text = str(raised.value)
+    assert "v4l2loopback" in text and "exclusive_caps=1" in text and "--output browser" in text
+    assert "\n" not in text
+    assert "OBS" in no_backend_fix("Windows") and "Unity Capture" in no_backend_fix("Windows")
+    assert "OBS Studio 30" in no_backend_fix("Darwin")
+    with pytest.raises(PuppetError, match="Unknown virtual camera backend"):
+        VirtualCameraOutput(width=64, height=48, fps=30, backend="nonesuch")
+
+
+def test_compose_for_camera_colour_image_and_fit(tmp_path: Path) -> None:
+    from puppet.outputs.compose import resolve_background
+    from puppet.outputs.vcam import compose_for_camera
+
+    frame = np.zeros((4, 4, 4), np.uint8)
+    frame[0, 0] = (200, 100, 0, 255)  # opaque
+    frame[1, 1] = (200, 100, 0, 51)  # 20 % opaque
+    green = resolve_background(None, 4, 4)
+    assert green == (0, 255, 0)
+    out = compose_for_camera(frame, green, 4, 4)
+    assert out.shape == (4, 4, 3) and out.dtype == np.uint8
+    assert tuple(out[0, 0]) == (200, 100, 0)
+    assert tuple(out[1, 1]) == (40, 224, 0)  # 0.2 * colour + 0.8 * green
+    assert tuple(out[3, 3]) == (0, 255, 0)
+    assert tuple(compose_for_camera(frame, resolve_background("#FF00FF", 4, 4), 4, 4)[2, 2]) == (
+        255, 0, 255,
+    )  # fmt: skip
+    # An image background is scaled to cover the camera frame (8x4 image -> centre 4x4).
+    image = np.zeros((4, 8, 3), np.uint8)
+    image[:, :2] = (255, 0, 0)  # left quarter red: cropped away
+    image[:, 2:] = (0, 0, 255)
+    cv2.imwrite(str(tmp_path / "bg.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    background = resolve_background(str(tmp_path / "bg.png"), 4, 4)
+    assert background.shape == (4, 4, 3)
+    assert (background == (0, 0, 255)).all()
+    with pytest.raises(PuppetError, match="Cannot read the background image"):
+        resolve_background(str(tmp_path / "missing.png"), 4, 4)
+    # A 2x1-aspect frame in a square camera: scaled to fit, centred, letterboxed.
+    wide = np.zeros((8, 16, 4), np.uint8)
+    wide[...] = (10, 20, 30, 255)
+    fitted = compose_for_camera(wide, (0, 0, 0), 32, 32)
+    assert fitted.shape == (32, 32, 3)
+    assert (fitted[8:24] == (10, 20, 30)).all() and (fitted[:8] == 0).all()
+    assert (fitted[24:] == 0).all()
+    rgba = compose_for_camera(wide, None, 32, 32)
+    assert rgba.shape == (32, 32, 4) and rgba[0, 0, 3] == 0 and rgba[16, 16, 3] == 255
+
+
+class RecordingBackend:
+    """A pyvirtualcam backend (registered with pyvirtualcam.register_backend, its documented
+    extension point) that records what pyvirtualcam hands to a device: there is no virtual
+    camera hardware or kernel module on this machine."""
+
+    frames: list[np.ndarray] = []
+    fourccs: list[int] = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:  # noqa: ANN001
+        self._device = device or "recorder0"
+        RecordingBackend.fourccs.append(fourcc)
+
+    def send(self, frame: np.ndarray) -> None:
+        RecordingBackend.frames.append(frame.copy())
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return self._device
+
+    def native_fourcc(self):  # noqa: ANN201
+        return None
+
+
+@pytest.fixture
+def recording_backend():
+    import pyvirtualcam
+    from pyvirtualcam.camera import BACKENDS
+
+    RecordingBackend.frames, RecordingBackend.fourccs = [], []
+    pyvirtualcam.register_backend("puppet-test-recorder", RecordingBackend)
+    yield RecordingBackend
+    BACKENDS.pop("puppet-test-recorder", None)
+
+
+def test_vcam_send_reaches_pyvirtualcam_boundary(recording_backend) -> None:
+    """Everything up to the device: the frames pyvirtualcam passes to its backend."""
+    from pyvirtualcam.util import encode_fourcc
+
+    from puppet.outputs.vcam import VirtualCameraOutput, compose_for_camera
+
+    out = VirtualCameraOutput(width=W, height=H, fps=FPS, backend="puppet-test-recorder",
+                              background="#0000FF")  # fmt: skip
+    assert out.alpha is False and out.device == "recorder0"
+    for i in range(3):
+        out.send(disc_frame(i))
+    out.close()
+    out.close()
+    assert recording_backend.fourccs == [encode_fourcc("raw ")]  # PixelFormat.RGB
+    assert len(recording_backend.frames) == 3
+    got = recording_backend.frames[2].reshape(H, W, 3)
+    np.testing.assert_array_equal(got, compose_for_camera(disc_frame(2), (0, 0, 255), W, H))
+    assert tuple(got[0, 0]) == (0, 0, 255) and tuple(got[H // 2, 28]) == DISC_RGB
+    with pytest.raises(RuntimeError, match="closed"):
+        out.send(disc_frame(0))
+
+    # A backend that takes RGBA gets the straight frame itself (as Unity Capture does).
+    rgba_out = VirtualCameraOutput(width=W, height=H, fps=FPS, backend="puppet-test-recorder",
+                                   alpha=True, device="cam9")  # fmt: skip
+    rgba_out.send(disc_frame(1))
+    rgba_out.close()
+    assert rgba_out.name == "vcam (puppet-test-recorder: cam9)"
+    np.testing.assert_array_equal(recording_backend.frames[-1].reshape(H, W, 4), disc_frame(1))
+    with pytest.raises(TypeError):
+        VirtualCameraOutput(width=W, height=H, fps=FPS, backend="puppet-test-recorder").send(
+            disc_frame(0).astype(np.int16)
+        )
