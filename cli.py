@@ -43,6 +43,22 @@ def fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def lib(module: str, name: str):
+    """Import a library function; a capability not built yet is one line and exit 2."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if error.name and (
+            error.name.startswith("puppet") or error.name.startswith("poser_models")
+        ):
+            fail(f"{module}.{name} is not available yet (its issue is still open).")
+        raise
+    except AttributeError:
+        fail(f"{module}.{name} is not available yet (its issue is still open).")
+
+
 def run(call):
     """Run a library call; user errors become one line and exit code 2."""
     try:
@@ -196,7 +212,7 @@ def demo(
     seconds: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
 ):
     """The embedded default: bundled character + poser + driving track, into every output."""
-    from puppet.demo import run_demo
+    run_demo = lib("puppet.demo", "run_demo")
 
     report = run(lambda: run_demo(output, seconds=seconds))
     err_console.print(report.summary())
@@ -216,8 +232,8 @@ def render(
     device: Device = "cpu",
 ):
     """Render a pose track or a face video to a video file or PNG frames."""
-    from puppet.pipeline import RenderConfig
-    from puppet.pipeline import render as render_file
+    RenderConfig = lib("puppet.pipeline", "RenderConfig")
+    render_file = lib("puppet.pipeline", "render")
 
     _check_tracker(tracker)
     config = RenderConfig(
@@ -247,7 +263,7 @@ def track(
     mirror: Mirror = True,
 ):
     """Write the pose track of a face video."""
-    from puppet.pipeline import track_video
+    track_video = lib("puppet.pipeline", "track_video")
 
     _check_tracker(tracker)
     update, bar = progress_bar("tracking")
@@ -271,7 +287,7 @@ def calibrate(
     seconds: Annotated[float, typer.Option(help="Seconds per step.")] = 3.0,
 ):
     """Record your neutral face (and optionally blink/mouth/look ranges) into a profile."""
-    from puppet.calibration import calibrate as run_calibration
+    run_calibration = lib("puppet.calibration", "calibrate")
 
     _check_tracker(tracker)
     steps = ("neutral",) if quick else None
@@ -303,7 +319,7 @@ def distill(
     device: Device = "cpu",
 ):
     """Train a fast CPU student poser for a character from a teacher poser."""
-    from puppet.distill import distill as run_distill
+    run_distill = lib("puppet.distill", "distill")
 
     report = run(
         lambda: run_distill(
@@ -330,7 +346,7 @@ def bench(
     device: Device = "cpu",
 ):
     """Time each stage and the whole loop on this machine."""
-    from puppet.bench import run_bench
+    run_bench = lib("puppet.bench", "run_bench")
 
     _check_tracker(tracker)
     report = run(
@@ -359,7 +375,7 @@ def bench(
 @app.command()
 def doctor():
     """Report Python, torch devices, models, cameras and virtual-camera support."""
-    from puppet.doctor import run_checks
+    run_checks = lib("puppet.doctor", "run_checks")
 
     checks = run(run_checks)
     table = Table(title="puppet doctor", show_lines=False)
@@ -376,7 +392,7 @@ def doctor():
 @models_app.command("list")
 def models_list():
     """List installed and bundled posers."""
-    from puppet.models import list_models
+    list_models = lib("puppet.models", "list_models")
 
     for model in run(list_models):
         console.print(str(model))
@@ -388,7 +404,7 @@ def models_import(
     variant: Annotated[str | None, typer.Option(help="Variant, if not detected.")] = None,
 ):
     """Validate an official THA3 weights folder and install it."""
-    from puppet.models import import_tha3
+    import_tha3 = lib("puppet.models", "import_tha3")
 
     installed = run(lambda: import_tha3(directory, variant))
     console.print(f"installed {installed}")
@@ -399,7 +415,7 @@ def models_fetch(
     name: Annotated[str, typer.Argument(help="tha3:<variant>, e.g. tha3:separable_float")],
 ):
     """Download official THA3 weights (resumable, checksummed)."""
-    from puppet.models import fetch_tha3
+    fetch_tha3 = lib("puppet.models", "fetch_tha3")
 
     kind, _, variant = name.partition(":")
     if kind != "tha3" or not variant:
@@ -413,7 +429,7 @@ def models_fetch(
 @models_app.command("verify")
 def models_verify():
     """Re-check the hashes of installed weights."""
-    from puppet.models import verify_models
+    verify_models = lib("puppet.models", "verify_models")
 
     results = run(verify_models)
     bad = 0
@@ -430,11 +446,8 @@ def models_export_onnx(
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/onnx"),
 ):
     """Export installed THA3 networks to ONNX."""
-    try:
-        from poser_models.tha3 import export_onnx
-    except ImportError:
-        fail("ONNX export is not available yet.")
-    from puppet.models import find_tha3_variant_dir
+    export_onnx = lib("poser_models.tha3", "export_onnx")
+    find_tha3_variant_dir = lib("puppet.models", "find_tha3_variant_dir")
 
     run(lambda: export_onnx(find_tha3_variant_dir(variant, None), out))
     console.print(f"wrote {out}")
@@ -446,7 +459,7 @@ def character_check(
     out: Annotated[Path | None, typer.Option(help="PNG with the head box drawn.")] = None,
 ):
     """Show whether a character image fits the THA input layout."""
-    from puppet.character import check_character
+    check_character = lib("puppet.character", "check_character")
 
     out = out or image.with_name(image.stem + "_check.png")
     report = run(lambda: check_character(image, out))

@@ -23,7 +23,7 @@ from puppet.outputs.base import FrameInfo, LiveControls, Output
 from puppet.pose import PoseVector
 from puppet.posers import Poser, create_poser
 from puppet.timing import RateMeter, StageStats, StageTimer
-from puppet.track_io import PoseTrackWriter, iter_track, read_track_fps
+from puppet.track_io import PoseTrackWriter, read_track
 
 log = logging.getLogger(__name__)
 
@@ -243,23 +243,27 @@ def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
 
 
 class _TrackPlayer:
-    """Plays a pose track in real time: the pose at a wall-clock time is the latest frame."""
+    """Plays a pose track in real time: the pose at a wall-clock time is the latest frame.
+
+    The whole track is validated up front, so a bad line stops the run before it starts.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.fps = read_track_fps(path)
-        self._frames = iter_track(path)
-        self._current = next(self._frames, None)
-        if self._current is None:
+        track = read_track(path)
+        if not track.frames:
             raise PuppetError(f"Pose track {path} has no frames.", "Record or generate one.")
-        self._next = next(self._frames, None)
+        self.fps = track.fps
+        self._frames = track.frames
+        self._position = 0
         self.finished = False
 
     def pose_at(self, t: float) -> PoseVector:
-        while self._next is not None and self._next.t <= t:
-            self._current, self._next = self._next, next(self._frames, None)
-        if self._next is None and t >= self._current.t + 1.0 / self.fps:
+        frames = self._frames
+        while self._position + 1 < len(frames) and frames[self._position + 1].t <= t:
+            self._position += 1
+        if self._position + 1 == len(frames) and t >= frames[-1].t + 1.0 / self.fps:
             self.finished = True
-        return self._current.pose
+        return frames[self._position].pose
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,9 +282,7 @@ def run_live(
     timer = StageTimer()
     rate = RateMeter()
     with ExitStack() as stack:
-        poser = load_poser(config.poser, config.character, config.device)
-        probe = poser.pose(PoseVector())
-        height, width = probe.shape[:2]
+        # Cheap checks first: a bad source or track fails before the poser loads.
         player: _TrackPlayer | None = None
         source: FrameSource | None = None
         face_to_pose: FaceToPose | None = None
@@ -288,6 +290,10 @@ def run_live(
             player = _TrackPlayer(Path(config.source))
         else:
             source = stack.enter_context(FrameSource(parse_source(config.source)))
+        poser = load_poser(config.poser, config.character, config.device)
+        probe = poser.pose(PoseVector())
+        height, width = probe.shape[:2]
+        if source is not None:
             face_to_pose = FaceToPose(
                 tracker=config.tracker,
                 mirror=config.mirror,
@@ -420,10 +426,8 @@ def _driver_poses(
 ) -> tuple[float, int | None, Iterator[tuple[float, PoseVector]], Callable[[], None]]:
     """(fps, frame count or None, iterator of (t, pose), close)."""
     if is_track(config.driver):
-        fps = read_track_fps(config.driver)
-        frames = iter_track(config.driver)
-        count = sum(1 for _ in iter_track(config.driver))
-        return fps, count, ((f.t, f.pose) for f in frames), lambda: None
+        track = read_track(config.driver)
+        return track.fps, len(track), ((f.t, f.pose) for f in track.frames), lambda: None
     source = FrameSource(parse_source(str(config.driver)), realtime=False)
     face_to_pose = FaceToPose(
         tracker=config.tracker,
