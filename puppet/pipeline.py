@@ -207,7 +207,15 @@ class OutputFanOut:
                 log.warning("output %s failed and was dropped: %s", name, error)
                 self.dropped.append(name)
                 self.outputs.remove(output)
-                _close_quietly(output)
+                # A file that failed mid-write is discarded, never finished under its name.
+                abort = getattr(output, "abort", None)
+                if abort is not None:
+                    try:
+                        abort()
+                    except Exception as abort_error:  # noqa: BLE001
+                        log.warning("discarding output %s failed: %s", name, abort_error)
+                else:
+                    _close_quietly(output)
 
     def close(self) -> list[str]:
         """Close all; returns the names whose close failed (their files may be incomplete)."""
