@@ -15,11 +15,15 @@ eyebrow decomposer (head crop, once per character) -> eyebrow morphing combiner 
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
-import math
+import os
+import tempfile
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -555,3 +559,470 @@ def load_tha3_network(path: Path | str, network: str, variant: str) -> nn.Module
         )
     module.load_state_dict({key: state[key].float() for key in expected}, strict=True)
     return module
+
+
+# ---------------------------------------------------------------------------------------------
+# Image conversion (THA3 input/output spec)
+
+
+def rgba8_to_tensor(rgba: np.ndarray) -> Tensor:
+    """RGBA uint8 (H, W, 4) -> float32 [1, 4, H, W] in [-1, 1]: pixels with alpha 0 become
+    (0,0,0,0), RGB goes sRGB -> linear (straight alpha), computed in float64 like the official
+    loader so the result is bit-identical."""
+    x = rgba.astype(np.float64) / 255.0
+    x[rgba[..., 3] == 0] = 0.0
+    rgb = np.clip(x[..., :3], 0.0, 1.0)
+    x[..., :3] = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    x = x * 2.0 - 1.0
+    return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(np.float32))
+
+
+def tensor_to_rgba8(image: Tensor) -> np.ndarray:
+    """[1, 4, H, W] linear [-1, 1] straight alpha -> sRGB RGBA uint8 (H, W, 4)."""
+    x = (image[0].float() + 1.0) * 0.5
+    rgb = x[:3].clamp(0.0, 1.0)
+    rgb = torch.where(rgb <= 0.003130804953560372, rgb * 12.92, 1.055 * rgb.pow(1.0 / 2.4) - 0.055)
+    out = torch.cat([rgb, x[3:4].clamp(0.0, 1.0)], dim=0)
+    out = torch.round(out * 255.0).to(torch.uint8)
+    return out.permute(1, 2, 0).contiguous().cpu().numpy()
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: how each network is run. All take and return lists of torch tensors.
+
+OUTPUT_NAMES: dict[str, tuple[str, ...]] = {
+    "eyebrow_decomposer": (
+        "eyebrow_layer",
+        "eyebrow_layer_alpha",
+        "eyebrow_layer_color_change",
+        "background_layer",
+        "background_layer_alpha",
+        "background_layer_color_change",
+    ),
+    "eyebrow_morphing_combiner": (
+        "eyebrow_image",
+        "combine_alpha",
+        "eyebrow_image_no_combine_alpha",
+        "morphed_eyebrow_layer",
+        "morphed_eyebrow_layer_alpha",
+        "morphed_eyebrow_layer_color_change",
+        "warped_eyebrow_layer",
+        "morphed_eyebrow_layer_grid_change",
+    ),
+    "face_morpher": (
+        "output_image",
+        "eye_alpha",
+        "eye_color_change",
+        "iris_mouth_image_1",
+        "iris_mouth_alpha",
+        "iris_mouth_color_change",
+        "iris_mouth_image_0",
+    ),
+    "two_algo_face_body_rotator": ("direct_image", "warped_image", "grid_change"),
+    "editor": ("output_image", "alpha", "color_change", "warped_image", "grid_change"),
+}
+
+# Example input shapes (batch 1) for tracing and export.
+INPUT_SHAPES: dict[str, tuple[tuple[int, ...], ...]] = {
+    "eyebrow_decomposer": ((1, 4, 128, 128),),
+    "eyebrow_morphing_combiner": ((1, 4, 128, 128), (1, 4, 128, 128), (1, 12)),
+    "face_morpher": ((1, 4, 192, 192), (1, 27)),
+    "two_algo_face_body_rotator": ((1, 4, 256, 256), (1, 6)),
+    "editor": ((1, 4, 512, 512), (1, 4, 512, 512), (1, 2, 512, 512), (1, 6)),
+}
+
+BACKENDS = ("auto", "eager", "channels_last", "compile", "onnx")
+ONNX_OPSET = 20  # GridSample and AffineGrid are exported natively from opset 20
+
+
+class _TorchRunner:
+    """Plain eager torch, optionally channels_last or torch.compile'd."""
+
+    def __init__(self, module: nn.Module, style: str):
+        self.module = module
+        self.channels_last = style == "channels_last"
+        if self.channels_last:
+            module.to(memory_format=torch.channels_last)
+        self.call: Callable[..., list[Tensor]] = module
+        if style == "compile":
+            self.call = torch.compile(module, dynamic=False)
+
+    def __call__(self, *inputs: Tensor) -> list[Tensor]:
+        if self.channels_last:
+            inputs = tuple(
+                x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+                for x in inputs
+            )
+        with torch.inference_mode():
+            return [x.contiguous() for x in self.call(*inputs)]
+
+
+class _OnnxRunner:
+    """ONNX Runtime on CPU: its kernels run THA3's depthwise convs and 512^2 layers several
+    times faster than torch's on this class of CPU (see benchmarks/bench_tha3.py)."""
+
+    def __init__(self, model: bytes | Path, threads: int):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        source = str(model) if isinstance(model, Path) else model
+        self.session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, *inputs: Tensor) -> list[Tensor]:
+        feed = {
+            name: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
+            for name, x in zip(self.input_names, inputs, strict=True)
+        }
+        return [torch.from_numpy(y) for y in self.session.run(None, feed)]
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _export_onnx_bytes(module: nn.Module, network: str) -> bytes:
+    import warnings
+
+    inputs = tuple(torch.zeros(shape) for shape in INPUT_SHAPES[network])
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module.float().eval(),
+            inputs,
+            buffer,
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+            input_names=[f"in{i}" for i in range(len(inputs))],
+            output_names=[f"out{i}_{name}" for i, name in enumerate(OUTPUT_NAMES[network])],
+        )
+    return buffer.getvalue()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+ONNX_MANIFEST = "onnx_manifest.json"
+
+
+def export_onnx(
+    variant_dir: Path | str,
+    out_dir: Path | str | None = None,
+    variant: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Export the five networks of an official THA3 folder to ONNX (fp32, batch 1).
+
+    ``out_dir`` defaults to ``<variant_dir>/onnx``, where `THA3Poser` looks for them (it
+    exports in memory at load time otherwise, which costs a few seconds per start). The
+    variant defaults to the folder's name. Files are written atomically, with a manifest
+    recording the sha256 of each source ``.pt`` so stale exports are ignored.
+    """
+    variant_dir = Path(variant_dir)
+    variant = variant or variant_dir.name
+    variant_config(variant)
+    out = Path(out_dir) if out_dir is not None else variant_dir / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, object] = {"variant": variant, "opset": ONNX_OPSET, "sources": {}}
+    written = []
+    for network in NETWORKS:
+        if progress is not None:
+            progress(network)
+        source = variant_dir / f"{network}.pt"
+        data = _export_onnx_bytes(load_tha3_network(source, network, variant), network)
+        target = out / f"{network}.onnx"
+        _atomic_write(target, data)
+        manifest["sources"][network] = _sha256(source)  # type: ignore[index]
+        written.append(target)
+    _atomic_write(out / ONNX_MANIFEST, json.dumps(manifest, indent=2).encode())
+    return written
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fresh_onnx_files(variant_dir: Path, variant: str) -> dict[str, Path]:
+    """The exported ONNX files in ``<variant_dir>/onnx`` whose source ``.pt`` is unchanged."""
+    folder = variant_dir / "onnx"
+    try:
+        manifest = json.loads((folder / ONNX_MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    if manifest.get("variant") != variant or manifest.get("opset") != ONNX_OPSET:
+        return {}
+    found = {}
+    for network, digest in manifest.get("sources", {}).items():
+        path = folder / f"{network}.onnx"
+        source = variant_dir / f"{network}.pt"
+        if network in NETWORKS and path.is_file() and source.is_file():
+            if _sha256(source) == digest:
+                found[network] = path
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# The poser
+
+
+@dataclass
+class CacheStats:
+    """How often each cached stage was reused (a reuse skips that network)."""
+
+    combiner_runs: int = 0
+    combiner_reuses: int = 0
+    face_morpher_runs: int = 0
+    face_morpher_reuses: int = 0
+    frame_reuses: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # last run time per network
+
+
+class THA3Poser:
+    """The official THA3 pipeline on one character (`puppet.posers.Poser`).
+
+    ``backend``: ``auto`` (ONNX Runtime on CPU when installed, else eager torch), ``eager``,
+    ``channels_last``, ``compile`` (torch.compile) or ``onnx``. CUDA always uses eager torch,
+    in fp16 for the ``*_half`` variants. ``networks`` replaces loading from ``model_dir`` with
+    ready fp32 modules (keyed by network name).
+    """
+
+    def __init__(
+        self,
+        variant: str,
+        model_dir: Path | str | None = None,
+        device: str = "cpu",
+        backend: str = "auto",
+        networks: Mapping[str, nn.Module] | None = None,
+        threads: int | None = None,
+    ):
+        self.config = variant_config(variant)
+        self.variant = variant
+        if model_dir is None and networks is None:
+            raise PuppetError("THA3Poser needs a model folder or networks.")
+        self.model_dir = Path(model_dir) if model_dir is not None else None
+        self.device = device
+        on_cuda = device.startswith("cuda")
+        if on_cuda and not torch.cuda.is_available():
+            raise PuppetError(
+                f"Device {device!r} was asked for but torch sees no CUDA GPU.",
+                "Use --device cpu, or install a CUDA build of torch.",
+            )
+        if backend not in BACKENDS:
+            raise PuppetError(f"Unknown THA3 backend {backend!r}.", f"Use one of: {BACKENDS}.")
+        if backend == "auto":
+            backend = "eager" if on_cuda or not onnx_available() else "onnx"
+        if backend == "onnx" and not onnx_available():
+            raise PuppetError("The onnx backend needs ONNX Runtime.", "pip install 'puppet[onnx]'.")
+        if on_cuda and backend != "eager":
+            raise PuppetError(f"Backend {backend!r} is CPU-only.", "Use backend 'eager' on CUDA.")
+        self.backend = backend
+        self.torch_dtype = torch.float16 if (on_cuda and self.config.half) else torch.float32
+        self.dtype = "float16" if self.torch_dtype == torch.float16 else "float32"
+        self.threads = threads or torch.get_num_threads()
+        self._given = dict(networks) if networks is not None else None
+        self._runners: dict[str, Callable[..., list[Tensor]]] | None = None
+        self.stats = CacheStats()
+        self._image: Tensor | None = None
+        self._decomposed: list[Tensor] | None = None
+        self._combiner_key: bytes | None = None
+        self._combined: list[Tensor] | None = None
+        self._face_key: bytes | None = None
+        self._face: dict[str, Tensor] | None = None
+        self._frame_key: bytes | None = None
+        self._frame: dict[str, Tensor] | None = None
+
+    # -- setup ---------------------------------------------------------------------------------
+
+    def _build_runners(self) -> None:
+        modules: dict[str, nn.Module] = {}
+        onnx_files: dict[str, Path] = {}
+        if self.backend == "onnx" and self.model_dir is not None and self._given is None:
+            onnx_files = _fresh_onnx_files(self.model_dir, self.variant)
+        for network in NETWORKS:
+            if self._given is not None:
+                if network not in self._given:
+                    raise PuppetError(f"THA3Poser was given no {network} network.")
+                modules[network] = self._given[network]
+            elif network not in onnx_files or network == "eyebrow_decomposer":
+                assert self.model_dir is not None
+                path = self.model_dir / f"{network}.pt"
+                modules[network] = load_tha3_network(path, network, self.variant)
+        runners: dict[str, Callable[..., list[Tensor]]] = {}
+        for network in NETWORKS:
+            # The decomposer runs once per character: eager torch is enough for it.
+            if self.backend == "onnx" and network != "eyebrow_decomposer":
+                source = onnx_files.get(network) or _export_onnx_bytes(modules[network], network)
+                runners[network] = _OnnxRunner(source, self.threads)
+                modules.pop(network, None)
+            else:
+                module = modules[network].to(device=self.device, dtype=self.torch_dtype).eval()
+                style = "eager" if network == "eyebrow_decomposer" else self.backend
+                runners[network] = _TorchRunner(module, style)
+        self._runners = runners
+        self._given = None  # the runners own the modules now
+
+    def load(self, character: Path | str | np.ndarray) -> None:
+        """Read (or take) the character image, check it against the THA3 spec and decompose
+        its eyebrows once."""
+        from puppet.character import load_character
+
+        self.set_image(rgba8_to_tensor(load_character(character)))
+
+    def set_image(self, image: Tensor) -> None:
+        """Use an already converted [1,4,512,512] (or [4,512,512]) [-1,1] linear image."""
+        if image.dim() == 3:
+            image = image[None]
+        if tuple(image.shape) != (1, 4, IMAGE_SIZE, IMAGE_SIZE):
+            raise PuppetError(
+                f"THA3 needs a 1x4x512x512 image tensor, got {tuple(image.shape)}.",
+                "Load the character with THA3Poser.load(path).",
+            )
+        if self._runners is None:
+            self._build_runners()
+        assert self._runners is not None
+        self._image = image.to(device=self.device, dtype=self.torch_dtype)
+        rows, cols = HEAD_CROP
+        start = time.perf_counter()
+        self._decomposed = self._runners["eyebrow_decomposer"](self._image[:, :, rows, cols])
+        self.stats.seconds["eyebrow_decomposer"] = time.perf_counter() - start
+        self._combiner_key = self._face_key = self._frame_key = None
+        self._combined = self._face = self._frame = None
+
+    # -- posing --------------------------------------------------------------------------------
+
+    def _pose_tensor(self, pose: PoseVector | np.ndarray | Sequence[float]) -> np.ndarray:
+        values = pose.values if isinstance(pose, PoseVector) else np.asarray(pose, np.float32)
+        values = np.asarray(values, dtype=np.float32).reshape(-1)
+        if values.shape != (45,):
+            raise PuppetError(f"A THA3 pose has 45 values, got {values.size}.")
+        return values
+
+    def _timed(self, network: str, *inputs: Tensor) -> list[Tensor]:
+        assert self._runners is not None
+        start = time.perf_counter()
+        out = self._runners[network](*inputs)
+        self.stats.seconds[network] = time.perf_counter() - start
+        return out
+
+    def pose_outputs(self, pose: PoseVector | np.ndarray | Sequence[float]) -> dict[str, Tensor]:
+        """Every intermediate of one frame, named ``<network>/<output>`` (the 29 official
+        outputs) plus the glue tensors ``face_morpher/input``, ``face_morphed_full``,
+        ``two_algo_face_body_rotator/input``, ``editor/input_warped_image`` and
+        ``editor/input_grid_change``. ``editor/output_image`` is the final image."""
+        if self._image is None or self._decomposed is None:
+            raise PuppetError("No character loaded into the THA3 poser.", "Call load() first.")
+        values = self._pose_tensor(pose)
+        if self._frame is not None and values.tobytes() == self._frame_key:
+            self.stats.frame_reuses += 1
+            return self._frame
+        pose_t = torch.from_numpy(values[None].copy()).to(self.device, self.torch_dtype)
+        image = self._image
+        out: dict[str, Tensor] = {}
+        for name, tensor in zip(OUTPUT_NAMES["eyebrow_decomposer"], self._decomposed, strict=True):
+            out[f"eyebrow_decomposer/{name}"] = tensor
+
+        eyebrow_key = values[EYEBROW_SLICE].tobytes()
+        if self._combined is None or eyebrow_key != self._combiner_key:
+            decomposed = self._decomposed
+            self._combined = self._timed(
+                "eyebrow_morphing_combiner", decomposed[3], decomposed[0], pose_t[:, EYEBROW_SLICE]
+            )
+            self._combiner_key = eyebrow_key
+            self._face = None
+            self.stats.combiner_runs += 1
+        else:
+            self.stats.combiner_reuses += 1
+        for name, tensor in zip(
+            OUTPUT_NAMES["eyebrow_morphing_combiner"], self._combined, strict=True
+        ):
+            out[f"eyebrow_morphing_combiner/{name}"] = tensor
+
+        face_key = values[FACE_SLICE].tobytes()
+        if self._face is None or face_key != self._face_key:
+            rows, cols = FACE_CROP
+            face_input = image[:, :, rows, cols].clone()
+            inner_rows, inner_cols = EYEBROWS_IN_FACE
+            face_input[:, :, inner_rows, inner_cols] = self._combined[2]
+            morphed = self._timed("face_morpher", face_input, pose_t[:, FACE_SLICE])
+            full = image.clone()
+            full[:, :, rows, cols] = morphed[0]
+            half = F.interpolate(full, size=(256, 256), mode="bilinear", align_corners=False)
+            self._face = {"face_morpher/input": face_input, "face_morphed_full": full}
+            self._face["two_algo_face_body_rotator/input"] = half
+            for name, tensor in zip(OUTPUT_NAMES["face_morpher"], morphed, strict=True):
+                self._face[f"face_morpher/{name}"] = tensor
+            self._face_key = face_key
+            self.stats.face_morpher_runs += 1
+        else:
+            self.stats.face_morpher_reuses += 1
+        out.update(self._face)
+
+        full = self._face["face_morphed_full"]
+        rotation = pose_t[:, ROTATION_SLICE]
+        rotated = self._timed(
+            "two_algo_face_body_rotator", self._face["two_algo_face_body_rotator/input"], rotation
+        )
+        for name, tensor in zip(OUTPUT_NAMES["two_algo_face_body_rotator"], rotated, strict=True):
+            out[f"two_algo_face_body_rotator/{name}"] = tensor
+        warped, grid = (
+            F.interpolate(x, size=(512, 512), mode="bilinear", align_corners=False)
+            for x in rotated[1:3]
+        )
+        out["editor/input_warped_image"] = warped
+        out["editor/input_grid_change"] = grid
+        edited = self._timed("editor", full, warped, grid, rotation)
+        for name, tensor in zip(OUTPUT_NAMES["editor"], edited, strict=True):
+            out[f"editor/{name}"] = tensor
+        self._frame_key, self._frame = values.tobytes(), out
+        return out
+
+    def pose_image(self, pose: PoseVector | np.ndarray | Sequence[float]) -> Tensor:
+        """The final image, [1,4,512,512] linear [-1,1], straight alpha."""
+        return self.pose_outputs(pose)["editor/output_image"]
+
+    def pose(self, pose: PoseVector) -> np.ndarray:
+        """The posed character as sRGB RGBA uint8 (512, 512, 4), straight alpha."""
+        return tensor_to_rgba8(self.pose_image(pose))
+
+
+def create_poser(argument: str, device: str = "cpu") -> tuple[THA3Poser, None]:
+    """Registry factory for ``tha3:<variant>[@DIR]``: an unloaded poser, no own character.
+
+    Without DIR the variant's installed folder (``puppet models import``) is used.
+    """
+    variant, _, folder = argument.partition("@")
+    variant = variant.strip()
+    variant_config(variant)
+    if folder:
+        model_dir = Path(folder).expanduser()
+        if not model_dir.is_dir():
+            raise PuppetError(
+                f"THA3 model folder {folder!r} does not exist.",
+                f"Give the folder holding the five {variant} .pt files.",
+            )
+    else:
+        from puppet.models import find_tha3_variant_dir
+
+        model_dir = find_tha3_variant_dir(variant, None)
+    return THA3Poser(variant, model_dir, device=device), None
