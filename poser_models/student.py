@@ -1,0 +1,499 @@
+"""The puppet student: a per-character poser small enough for 2 CPU cores.
+
+It is distilled from a slow teacher (the bundled rig, THA3 or a THA4 student) by
+``puppet distill`` and animates the one image it was trained for. A frame is made in three
+stages, as the THA teachers do it:
+
+1. **Face** (un-rotated frame): the face box of the character becomes
+   ``neutral + sum_k c_k(face pose) * B_k``, premultiplied linear RGBA basis maps ``B_k``
+   mixed by a small pose MLP over the 39 eyebrow/eye/mouth/iris values.
+2. **Head and body warps**, composed: two backward flow fields at ``field_size``
+   (256 by default), each a linear combination of learned maps weighted by the monomials of
+   its three rotation values, ``head = (head_x, head_y, neck_z)`` and
+   ``body = (body_y, body_z, breathing)``. Output pixel ``p`` reads the face-posed image at
+   ``q + head_flow(q)`` with ``q = p + body_flow(p)``.
+3. **Residual**: a premultiplied RGBA correction at ``field_size`` (what warps cannot do:
+   revealed hair, changing shading), mixed by a second MLP over the full pose.
+
+All maps are stored fp16 and only over their support box. Inference is numpy + OpenCV
+(``cv2.remap`` is several times faster than ``grid_sample`` on CPU); training uses the torch
+module :class:`StudentNet`, which computes exactly the same function.
+
+Files: ``student.safetensors`` (tensors below) + ``manifest.json`` (pose schema, character
+sha256, teacher, metrics, seed, config). The character sha256 is taken over the decoded
+512x512 RGBA uint8 pixels, so a re-saved PNG with the same pixels still matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from puppet.character import load_character
+from puppet.errors import PuppetError
+from puppet.pose import NUM_PARAMETERS, PARAMETER_NAMES, PoseVector
+
+WEIGHTS_FILE = "student.safetensors"
+MANIFEST_FILE = "manifest.json"
+FORMAT = "puppet-student/1"
+FACE_INPUTS = 39  # eyebrow (12) + face (27) values: THA's face-morph slice
+HEAD_INDICES = (39, 40, 41)  # head_x, head_y, neck_z
+BODY_INDICES = (42, 43, 44)  # body_y, body_z, breathing
+
+Box = tuple[int, int, int, int]  # (top, left, height, width)
+
+
+@dataclass
+class StudentConfig:
+    image_size: int = 512
+    face_box: Box = (64, 192, 128, 128)  # in image pixels
+    face_rank: int = 48
+    face_hidden: int = 128
+    field_size: int = 256  # resolution of the flow and residual fields (full frame)
+    head_box: Box = (0, 0, 256, 256)  # in field pixels
+    body_box: Box = (0, 0, 256, 256)
+    head_degree: int = 3
+    body_degree: int = 3
+    residual_box: Box = (0, 0, 256, 256)
+    residual_rank: int = 32
+    residual_hidden: int = 64
+
+    @classmethod
+    def from_dict(cls, data: dict) -> StudentConfig:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def monomial_exponents(variables: int, degree: int) -> list[tuple[int, ...]]:
+    """All exponent tuples of total degree <= ``degree``, constant term first."""
+    out = [e for e in itertools.product(range(degree + 1), repeat=variables) if sum(e) <= degree]
+    return sorted(out, key=lambda e: (sum(e), tuple(-x for x in e)))
+
+
+def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor of a student file and its shape: the loader's checklist."""
+    c = config
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def mlp(prefix: str, inputs: int, hidden: int, outputs: int) -> None:
+        for i, (a, b) in enumerate([(inputs, hidden), (hidden, hidden), (hidden, outputs)]):
+            shapes[f"{prefix}.{i}.weight"] = (b, a)
+            shapes[f"{prefix}.{i}.bias"] = (b,)
+
+    shapes["face.basis"] = (c.face_rank, c.face_box[2], c.face_box[3], 4)
+    mlp("face.mlp", FACE_INPUTS, c.face_hidden, c.face_rank)
+    shapes["head.basis"] = (
+        len(monomial_exponents(3, c.head_degree)), c.head_box[2], c.head_box[3], 2
+    )
+    shapes["body.basis"] = (
+        len(monomial_exponents(3, c.body_degree)), c.body_box[2], c.body_box[3], 2
+    )
+    shapes["residual.basis"] = (c.residual_rank, c.residual_box[2], c.residual_box[3], 4)
+    mlp("residual.mlp", NUM_PARAMETERS, c.residual_hidden, c.residual_rank)
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------
+# Colour conversion shared by training and inference.
+
+_SRGB_TO_LINEAR = np.where(
+    np.arange(256) / 255.0 <= 0.04045,
+    np.arange(256) / 255.0 / 12.92,
+    ((np.arange(256) / 255.0 + 0.055) / 1.055) ** 2.4,
+).astype(np.float32)
+_LUT_STEPS = 16384
+_LINEAR_TO_SRGB_U8 = np.clip(
+    np.round(
+        255.0
+        * np.where(
+            (x := np.linspace(0.0, 1.0, _LUT_STEPS)) <= 0.0031308,
+            12.92 * x,
+            1.055 * np.power(x, 1.0 / 2.4) - 0.055,
+        )
+    ),
+    0,
+    255,
+).astype(np.uint8)
+
+
+def rgba_to_premultiplied_linear(rgba: np.ndarray) -> np.ndarray:
+    """Straight sRGB uint8 (..., 4) -> premultiplied linear float32 on [0, 1]."""
+    out = _SRGB_TO_LINEAR[rgba]
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    out[..., :3] *= alpha
+    out[..., 3:4] = alpha
+    return out
+
+
+def premultiplied_linear_to_rgba(image: np.ndarray) -> np.ndarray:
+    """Premultiplied linear float (..., 4) -> straight sRGB uint8, clipping to the valid range."""
+    alpha = np.clip(image[..., 3], 0.0, 1.0)
+    safe = np.maximum(alpha, 1e-6)[..., None]
+    colour = np.clip(image[..., :3] / safe, 0.0, 1.0)
+    out = np.empty(image.shape[:-1] + (4,), dtype=np.uint8)
+    out[..., :3] = _LINEAR_TO_SRGB_U8[(colour * (_LUT_STEPS - 1) + 0.5).astype(np.int32)]
+    out[..., 3] = (alpha * 255.0 + 0.5).astype(np.uint8)
+    return out
+
+
+def image_sha256(rgba: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(rgba, dtype=np.uint8).tobytes()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training module (torch). Maps are stored channels-last to match the numpy runtime.
+
+
+class PoseMLP(nn.Sequential):
+    def __init__(self, inputs: int, hidden: int, outputs: int) -> None:
+        super().__init__(
+            nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
+            nn.Linear(hidden, outputs),
+        )
+
+
+class StudentNet(nn.Module):
+    """The student as a differentiable torch module (used by ``puppet distill``)."""
+
+    def __init__(self, config: StudentConfig) -> None:
+        super().__init__()
+        self.config = config
+        shapes = tensor_shapes(config)
+        self.face_basis = nn.Parameter(torch.zeros(shapes["face.basis"]))
+        self.face_mlp = PoseMLP(FACE_INPUTS, config.face_hidden, config.face_rank)
+        self.head_basis = nn.Parameter(torch.zeros(shapes["head.basis"]))
+        self.body_basis = nn.Parameter(torch.zeros(shapes["body.basis"]))
+        self.residual_basis = nn.Parameter(torch.zeros(shapes["residual.basis"]))
+        self.residual_mlp = PoseMLP(NUM_PARAMETERS, config.residual_hidden, config.residual_rank)
+        self.register_buffer(
+            "head_exponents", torch.tensor(monomial_exponents(3, config.head_degree)).float()
+        )
+        self.register_buffer(
+            "body_exponents", torch.tensor(monomial_exponents(3, config.body_degree)).float()
+        )
+
+    # -- naming shared with the file format ---------------------------------------------------
+    def export_tensors(self) -> dict[str, Tensor]:
+        out = {
+            "face.basis": self.face_basis, "head.basis": self.head_basis,
+            "body.basis": self.body_basis, "residual.basis": self.residual_basis,
+        }
+        for prefix, mlp in (("face.mlp", self.face_mlp), ("residual.mlp", self.residual_mlp)):
+            for i, layer in enumerate(m for m in mlp if isinstance(m, nn.Linear)):
+                out[f"{prefix}.{i}.weight"] = layer.weight
+                out[f"{prefix}.{i}.bias"] = layer.bias
+        return {k: v.detach() for k, v in out.items()}
+
+    def import_tensors(self, tensors: dict[str, Tensor]) -> None:
+        own = {
+            "face.basis": self.face_basis, "head.basis": self.head_basis,
+            "body.basis": self.body_basis, "residual.basis": self.residual_basis,
+        }
+        for prefix, mlp in (("face.mlp", self.face_mlp), ("residual.mlp", self.residual_mlp)):
+            for i, layer in enumerate(m for m in mlp if isinstance(m, nn.Linear)):
+                own[f"{prefix}.{i}.weight"] = layer.weight
+                own[f"{prefix}.{i}.bias"] = layer.bias
+        check_shapes(tensors, self.config, "checkpoint")
+        with torch.no_grad():
+            for name, parameter in own.items():
+                parameter.copy_(tensors[name].float())
+
+    # -- pieces ------------------------------------------------------------------------------
+    @staticmethod
+    def monomials(values: Tensor, exponents: Tensor) -> Tensor:
+        """(B, 3) values, (T, 3) exponents -> (B, T) monomials."""
+        return torch.prod(values[:, None, :] ** exponents[None], dim=-1)
+
+    def face_delta(self, pose: Tensor) -> Tensor:
+        """(B, 45) -> (B, h, w, 4): what the face stage adds to the neutral face box."""
+        coefficients = self.face_mlp(pose[:, :FACE_INPUTS])
+        return torch.einsum("bk,khwc->bhwc", coefficients, self.face_basis)
+
+    def _field(self, coefficients: Tensor, basis: Tensor, box: Box) -> Tensor:
+        """Mix a boxed basis and paste it into a zero (B, C, S, S) field."""
+        size = self.config.field_size
+        mixed = torch.einsum("bk,khwc->bchw", coefficients, basis)
+        top, left, height, width = box
+        return F.pad(mixed, (left, size - left - width, top, size - top - height))
+
+    def fields(self, pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Head flow, body flow (B, 2, S, S) in image pixels, and residual (B, 4, S, S)."""
+        c = self.config
+        head = self._field(
+            self.monomials(pose[:, list(HEAD_INDICES)], self.head_exponents), self.head_basis,
+            c.head_box,
+        )
+        body = self._field(
+            self.monomials(pose[:, list(BODY_INDICES)], self.body_exponents), self.body_basis,
+            c.body_box,
+        )
+        residual = self._field(self.residual_mlp(pose), self.residual_basis, c.residual_box)
+        return head, body, residual
+
+    def _sample_field(self, field_: Tensor, points: Tensor) -> Tensor:
+        """Bilinear field value at image-pixel points (B, H, W, 2), as cv2.resize+remap do."""
+        scale = self.config.field_size / self.config.image_size
+        coords = (points + 0.5) * scale - 0.5
+        grid = coords * (2.0 / (self.config.field_size - 1)) - 1.0
+        return F.grid_sample(field_, grid, mode="bilinear", padding_mode="border",
+                             align_corners=True)
+
+    def forward(self, pose: Tensor, source: Tensor, points: Tensor) -> Tensor:
+        """Posed premultiplied linear RGBA (B, 4, H, W) at image-pixel ``points`` (B, H, W, 2).
+
+        ``source`` is the character, premultiplied linear (4, 512, 512). ``points`` are the
+        output pixel positions (x, y) to compute: the whole grid or a crop of it.
+        """
+        c = self.config
+        batch = pose.shape[0]
+        top, left, height, width = c.face_box
+        delta = self.face_delta(pose).permute(0, 3, 1, 2)
+        size = c.image_size
+        delta = F.pad(delta, (left, size - left - width, top, size - top - height))
+        posed_face = source[None].expand(batch, -1, -1, -1) + delta
+        head, body, residual = self.fields(pose)
+        q = points + self._sample_field(body, points).permute(0, 2, 3, 1)
+        r = q + self._sample_field(head, q).permute(0, 2, 3, 1)
+        grid = r * (2.0 / (size - 1)) - 1.0
+        warped = F.grid_sample(posed_face, grid, mode="bilinear", padding_mode="zeros",
+                               align_corners=True)
+        return warped + self._sample_field(residual, points)
+
+
+def pixel_grid(top: int, left: int, height: int, width: int) -> Tensor:
+    """(height, width, 2) image-pixel (x, y) positions of a box."""
+    ys, xs = torch.meshgrid(
+        torch.arange(top, top + height, dtype=torch.float32),
+        torch.arange(left, left + width, dtype=torch.float32),
+        indexing="ij",
+    )
+    return torch.stack([xs, ys], dim=-1)
+
+
+def check_shapes(tensors: dict, config: StudentConfig, what: str) -> None:
+    expected = tensor_shapes(config)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise PuppetError(
+            f"The student {what} does not match its config (missing {missing}, unexpected"
+            f" {extra}).",
+            "Re-run `puppet distill` to produce a complete student.",
+        )
+    for name, shape in expected.items():
+        got = tuple(tensors[name].shape)
+        if got != shape:
+            raise PuppetError(
+                f"Student tensor {name!r} in the {what} has shape {got}, expected {shape}.",
+                "The file is damaged or from another version: re-run `puppet distill`.",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference (numpy + OpenCV).
+
+
+@dataclass
+class StudentManifest:
+    """What ``manifest.json`` next to ``student.safetensors`` holds."""
+
+    config: StudentConfig
+    character_sha256: str
+    character_image: str  # relative to the student folder
+    teacher: str
+    seed: int
+    metrics: dict = field(default_factory=dict)
+    pose_schema: list[str] = field(default_factory=lambda: list(PARAMETER_NAMES))
+    format: str = FORMAT
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["config"] = asdict(self.config)
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def read(cls, path: Path) -> StudentManifest:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PuppetError(
+                f"{path} does not exist: this folder is not a puppet student.",
+                "Point at a folder made by `puppet distill` (student.safetensors +"
+                " manifest.json).",
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise PuppetError(f"{path} is not valid JSON ({error}).",
+                              "Re-run `puppet distill`.") from None
+        if data.get("format") != FORMAT:
+            raise PuppetError(
+                f"{path} has format {data.get('format')!r}, expected {FORMAT!r}.",
+                "Re-run `puppet distill` with this version of puppet.",
+            )
+        if list(data.get("pose_schema", [])) != list(PARAMETER_NAMES):
+            raise PuppetError(
+                f"{path} was trained for another pose schema.",
+                "Re-run `puppet distill` with this version of puppet.",
+            )
+        try:
+            return cls(
+                config=StudentConfig.from_dict(data["config"]),
+                character_sha256=data["character_sha256"],
+                character_image=data["character_image"],
+                teacher=data["teacher"],
+                seed=int(data["seed"]),
+                metrics=dict(data.get("metrics", {})),
+                extra=dict(data.get("extra", {})),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise PuppetError(f"{path} is missing a field ({error}).",
+                              "Re-run `puppet distill`.") from None
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x / (1.0 + np.exp(-x))
+
+
+class StudentPoser:
+    """The Poser protocol over a distilled student (numpy + OpenCV, CPU)."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], manifest: StudentManifest,
+                 folder: Path | None = None) -> None:
+        self.device = "cpu"
+        self.dtype = "float32"  # maps are stored fp16 and computed in fp32
+        self.manifest = manifest
+        self.config = manifest.config
+        self.folder = folder
+        c = self.config
+        check_shapes(tensors, c, "weights")
+        t = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+        self._face_basis = t["face.basis"].reshape(c.face_rank, -1)
+        self._head_basis = t["head.basis"].reshape(t["head.basis"].shape[0], -1)
+        self._body_basis = t["body.basis"].reshape(t["body.basis"].shape[0], -1)
+        self._residual_basis = t["residual.basis"].reshape(c.residual_rank, -1)
+        self._face_mlp = [(t[f"face.mlp.{i}.weight"].T.copy(), t[f"face.mlp.{i}.bias"])
+                          for i in range(3)]
+        self._residual_mlp = [(t[f"residual.mlp.{i}.weight"].T.copy(),
+                               t[f"residual.mlp.{i}.bias"]) for i in range(3)]
+        self._head_exponents = np.array(monomial_exponents(3, c.head_degree), dtype=np.float32)
+        self._body_exponents = np.array(monomial_exponents(3, c.body_degree), dtype=np.float32)
+        size, fs = c.image_size, c.field_size
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+        self._grid_x, self._grid_y = xs, ys
+        self._head_field = np.zeros((fs, fs, 2), np.float32)
+        self._body_field = np.zeros((fs, fs, 2), np.float32)
+        self._residual_field = np.zeros((fs, fs, 4), np.float32)
+        self._source: np.ndarray | None = None
+        self._work: np.ndarray | None = None
+
+    # -- loading -----------------------------------------------------------------------------
+    @classmethod
+    def from_folder(cls, folder: Path | str) -> StudentPoser:
+        """Read ``student.safetensors`` + ``manifest.json`` with per-key shape checks."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise PuppetError(
+                f"Student folder {str(folder)!r} does not exist.",
+                "Make one with `puppet distill IMAGE --out DIR`, then use student:DIR.",
+            )
+        manifest = StudentManifest.read(folder / MANIFEST_FILE)
+        weights = folder / WEIGHTS_FILE
+        if not weights.is_file():
+            raise PuppetError(f"{weights} does not exist.", "Re-run `puppet distill`.")
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError) as error:
+            raise PuppetError(f"Cannot read {weights} ({error}).",
+                              "The file is damaged: re-run `puppet distill`.") from None
+        return cls(tensors, manifest, folder)
+
+    @property
+    def character_path(self) -> Path | None:
+        if self.folder is None:
+            return None
+        return (self.folder / self.manifest.character_image).resolve()
+
+    def load(self, character: Path | np.ndarray) -> None:
+        rgba = load_character(character)
+        if image_sha256(rgba) != self.manifest.character_sha256:
+            raise PuppetError(
+                "This student was trained for another image.",
+                "Run `puppet distill IMAGE ...` to train one for this character, or use the"
+                " character the student was made for.",
+            )
+        self._source = rgba_to_premultiplied_linear(rgba)
+        self._work = self._source.copy()
+
+    # -- posing ------------------------------------------------------------------------------
+    @staticmethod
+    def _mlp(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+        for i, (weight, bias) in enumerate(layers):
+            x = x @ weight + bias
+            if i < len(layers) - 1:
+                x = _silu(x)
+        return x
+
+    def _mix(self, coefficients: np.ndarray, basis: np.ndarray, box: Box, out: np.ndarray) -> None:
+        top, left, height, width = box
+        out[top : top + height, left : left + width] = (coefficients @ basis).reshape(
+            height, width, out.shape[2]
+        )
+
+    def pose_premultiplied(self, pose: PoseVector) -> np.ndarray:
+        """The posed frame as premultiplied linear float32 (512, 512, 4), unclipped."""
+        if self._source is None or self._work is None:
+            raise PuppetError("The student has no character loaded.", "Call load() first.")
+        c = self.config
+        x = pose.values.astype(np.float32)
+        top, left, height, width = c.face_box
+        face = self._mlp(self._face_mlp, x[:FACE_INPUTS]) @ self._face_basis
+        self._work[top : top + height, left : left + width] = (
+            self._source[top : top + height, left : left + width] + face.reshape(height, width, 4)
+        )
+        head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
+        body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
+        self._mix(head, self._head_basis, c.head_box, self._head_field)
+        self._mix(body, self._body_basis, c.body_box, self._body_field)
+        self._mix(self._mlp(self._residual_mlp, x), self._residual_basis, c.residual_box,
+                  self._residual_field)
+        size = c.image_size
+        body_flow = cv2.resize(self._body_field, (size, size), interpolation=cv2.INTER_LINEAR)
+        qx = self._grid_x + body_flow[..., 0]
+        qy = self._grid_y + body_flow[..., 1]
+        scale = c.field_size / size
+        head_flow = cv2.remap(
+            self._head_field, (qx + 0.5) * scale - 0.5, (qy + 0.5) * scale - 0.5,
+            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
+        )
+        qx += head_flow[..., 0]
+        qy += head_flow[..., 1]
+        warped = cv2.remap(self._work, qx, qy, cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
+        warped += cv2.resize(self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR)
+        return warped
+
+    def pose(self, pose: PoseVector) -> np.ndarray:
+        return premultiplied_linear_to_rgba(self.pose_premultiplied(pose))
+
+
+def create_poser(argument: str, device: str) -> tuple[StudentPoser, Path]:
+    """Registry factory for ``student:DIR`` (and ``default``): the student and its image."""
+    # The student always runs on the CPU (numpy + OpenCV): it is real-time there, and a GPU
+    # would spend longer on transfers than on the few remaps; ``device`` is accepted and ignored.
+    del device
+    poser = StudentPoser.from_folder(Path(argument).expanduser())
+    assert poser.character_path is not None
+    return poser, poser.character_path
