@@ -385,12 +385,18 @@ def load_checked_state_dict(
         raise PuppetError(f"The {what} {str(path)!r} does not exist.", fix)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, zipfile.BadZipFile,
-            ValueError, AttributeError, TypeError, ImportError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    except pickle.UnpicklingError:
         raise PuppetError(
-            f"Refusing {what} {str(path)!r}: it is not a plain tensor state dict "
-            f"({error.__class__.__name__}: {first_line[:200]}).",
+            f"Refusing {what} {str(path)!r}: it holds Python objects other than tensors, and"
+            " loading it could run code.",
+            fix,
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError,
+            TypeError, ImportError) as error:
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        raise PuppetError(
+            f"Refusing {what} {str(path)!r}: it is not a readable torch state dict "
+            f"({error.__class__.__name__}: {first_line}).",
             fix,
         ) from None
     if not isinstance(state, dict):

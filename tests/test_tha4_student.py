@@ -203,6 +203,6 @@ def test_pickle_payload_is_not_executed(student_dir: Path, tmp_path: Path) -> No
     with zipfile.ZipFile(folder / "face_morpher.pt") as archive:  # the payload is really there
         pickled = next(archive.read(n) for n in archive.namelist() if n.endswith("data.pkl"))
     assert b"touch" in pickled and b"pathlib" in pickled
-    with pytest.raises(PuppetError, match="Refusing THA4 face morpher.*face_morpher.pt"):
+    with pytest.raises(PuppetError, match="face_morpher.pt.*could run code"):
         create_poser(str(folder), "cpu")
     assert not marker.exists()
