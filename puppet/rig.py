@@ -54,7 +54,7 @@ BODY_ROLL_DEG = 4.0
 BREATH_PX = 3.0
 HEAD_BREATH_PX = 1.0
 # head "surface" depth: a smooth bump, so the face centre moves more than its outline
-FACE_DEPTH, FACE_SIGMA_X, FACE_SIGMA_Y = 42.0, 58.0, 90.0
+FACE_DEPTH, FACE_SIGMA_X, FACE_SIGMA_Y, FACE_SIGMA_UP = 42.0, 58.0, 90.0, 62.0
 BODY_DEPTH, BODY_SIGMA_X, BODY_SIGMA_Y = 50.0, 110.0, 150.0
 
 # layer depth offsets (added to the surface depth)
@@ -187,16 +187,17 @@ HAIR_BACK = _arr([
 ])
 HAIR_BACK_SHARP = _sharp(len(HAIR_BACK), [7, 9, 13, 15])
 
-# hair cap with bangs; indices of pointed strand tips and notches are marked sharp
-HAIR_CAP = _arr([
-    (256, 50), (296, 56), (320, 78), (330, 108), (326, 136),  # crown to the right temple
-    (314, 120), (310, 132), (300, 106), (292, 120), (284, 100), (276, 116), (268, 98),
-    (259, 118), (250, 97), (240, 115), (230, 100), (222, 119), (212, 104), (202, 132),
-    (198, 120), (186, 136),  # left temple
-    (182, 108), (192, 78), (216, 56),
-])
-HAIR_CAP_SHARP = _sharp(len(HAIR_CAP), [4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
-                                        19, 20])
+# hair cap with bangs: (x, y, pointed?) from the crown over the right temple, along the bangs'
+# lower edge (pointed strand tips, rounded notches) and back over the left temple
+_CAP = [
+    (256, 49, 0), (297, 54, 0), (323, 76, 0), (333, 106, 0), (331, 134, 1),
+    (322, 133, 1), (316, 112, 0), (307, 126, 1), (299, 107, 0), (290, 123, 1), (281, 105, 0),
+    (272, 121, 1), (264, 104, 0), (257, 123, 1), (249, 104, 0), (240, 121, 1), (231, 105, 0),
+    (222, 123, 1), (213, 107, 0), (205, 126, 1), (196, 112, 0), (190, 133, 1),
+    (181, 134, 1), (179, 106, 0), (189, 76, 0), (215, 54, 0),
+]
+HAIR_CAP = _arr([(x, y) for x, y, _ in _CAP])
+HAIR_CAP_SHARP = np.array([bool(k) for _, _, k in _CAP])
 SIDE_LOCK_R = _arr([(200, 104), (214, 116), (219, 150), (216, 186), (210, 214), (204, 232),
                     (200, 208), (194, 170), (192, 132)])
 SIDE_LOCK_R_SHARP = _sharp(len(SIDE_LOCK_R), [5])
@@ -205,10 +206,10 @@ AHOGE_SHARP = _sharp(len(AHOGE), [3])
 HAIR_SHINE = _arr([(222, 72), (240, 64), (262, 62), (284, 66), (300, 76), (296, 82),
                    (280, 74), (260, 71), (242, 73), (226, 80)])
 HAIR_STRANDS = [
-    _arr([(246, 58), (238, 78), (236, 98)]),
-    _arr([(270, 58), (276, 78), (276, 96)]),
-    _arr([(222, 70), (212, 90), (210, 108)]),
-    _arr([(292, 70), (302, 92), (304, 110)]),
+    _arr([(252, 58), (245, 80), (248, 100)]),
+    _arr([(238, 62), (226, 82), (230, 101)]),
+    _arr([(224, 68), (208, 88), (212, 104)]),
+    _arr([(210, 74), (194, 98), (196, 110)]),
 ]
 FLOWER_CENTER_XY = (306.0, 86.0)
 
@@ -224,7 +225,7 @@ EYE_BUMP = np.sin(np.pi * EYE_T)
 EYE_CORNER_Y = EYE_UPPER_Y[0] + (EYE_UPPER_Y[-1] - EYE_UPPER_Y[0]) * EYE_T
 IRIS_C = (232.0, 143.0)
 IRIS_R = (12.0, 15.0)
-LASH_THICK = 1.4 + 2.6 * (1.0 - EYE_T) ** 1.5
+LASH_THICK = 1.8 + 3.0 * (1.0 - EYE_T) ** 1.3
 
 NOSE = _arr([(258, 160), (260, 165), (256, 167)])
 MOUTH_C = (256.0, 178.0)
@@ -238,14 +239,16 @@ NECK = _arr([(241, 160), (241, 200), (237, 224), (256, 286), (275, 224), (271, 2
              (271, 160)])
 NECK_SHARP = _sharp(len(NECK), [3])
 COLLAR_PTS = _arr([
-    (234, 216), (184, 232), (148, 250), (126, 286), (160, 292), (204, 304), (244, 326),
-    (256, 334), (268, 326), (308, 304), (352, 292), (386, 286), (364, 250), (328, 232),
+    (234, 216), (184, 232), (146, 252), (128, 280), (136, 292), (162, 294), (204, 304), (244, 326),
+    (256, 334), (268, 326), (308, 304), (350, 294), (376, 292), (384, 280), (366, 252), (328, 232),
     (278, 216), (274, 232), (256, 290), (238, 232),
 ])
-COLLAR_SHARP = _sharp(len(COLLAR_PTS), [0, 3, 7, 11, 14, 15, 16, 17])
+COLLAR_SHARP = _sharp(len(COLLAR_PTS), [0, 8, 16, 17, 18, 19])
 STRIPE_R = _arr([(136, 282), (152, 258), (186, 242), (230, 228)])
 STRIPE_R_FRONT = _arr([(138, 284), (166, 287), (206, 297), (247, 318)])
 BOW_KNOT = (256.0, 318.0)
+ARM_R = _arr([(150, 250), (134, 268), (126, 300), (122, 360), (119, 440), (117, 580),
+              (152, 580), (154, 440), (156, 360), (156, 310)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -293,10 +296,12 @@ class _Motion:
     def body(self, p: np.ndarray, z_offset: float = 0.0) -> np.ndarray:
         return self._body_roll(self._body_nonrigid(p, z_offset))
 
-    def _head_local(self, p: np.ndarray, z_offset: float) -> np.ndarray:
+    def _head_local(self, p: np.ndarray, z_offset: float | np.ndarray) -> np.ndarray:
         hx, hy = HEAD_CENTER
         dx, dy = p[:, 0] - hx, p[:, 1] - hy
-        z = FACE_DEPTH * np.exp(-((dx / FACE_SIGMA_X) ** 2 + (dy / FACE_SIGMA_Y) ** 2)) + z_offset
+        # the bump falls off faster above the eyes: the top of the skull is nearly silhouette
+        sigma_y = FACE_SIGMA_UP + (FACE_SIGMA_Y - FACE_SIGMA_UP) * _smoothstep(70.0, 150.0, p[:, 1])
+        z = FACE_DEPTH * np.exp(-((dx / FACE_SIGMA_X) ** 2 + (dy / sigma_y) ** 2)) + z_offset
         x1 = dx * self.cy + z * self.sy  # yaw: positive turns toward the image's right
         z1 = -dx * self.sy + z * self.cy
         y1 = dy * self.cp - z1 * self.sp  # pitch: positive looks up
@@ -307,8 +312,12 @@ class _Motion:
         y2 = ny - self.sr * rx + self.cr * ry
         return np.stack([x2, y2], axis=1)
 
-    def head(self, p: np.ndarray, z_offset: float = 0.0) -> np.ndarray:
+    def head(self, p: np.ndarray, z_offset: float | np.ndarray = 0.0) -> np.ndarray:
         return self._body_roll(self._head_local(p, z_offset) + self.head_shift)
+
+    def back_hair(self, p: np.ndarray) -> np.ndarray:
+        """Back hair: level with the crown at the top, behind the head below the temples."""
+        return self.head(p, Z_HAIR_BACK * _smoothstep(60.0, 140.0, p[:, 1]))
 
     def neck(self, p: np.ndarray) -> np.ndarray:
         """Blend from the head motion (top of the neck) to the body motion (its base)."""
@@ -488,8 +497,8 @@ class _Renderer:
 
     # ---- layers ----
     def _hair_back(self, c: skia.Canvas, m: _Motion) -> None:
-        pts = m.head(HAIR_BACK, Z_HAIR_BACK)
-        top, bottom = m.head(_pt(256, 60), Z_HAIR_BACK)[0], m.head(_pt(256, 300), Z_HAIR_BACK)[0]
+        pts = m.back_hair(HAIR_BACK)
+        top, bottom = m.back_hair(_pt(256, 60))[0], m.back_hair(_pt(256, 300))[0]
         c.drawPath(_spline(pts, sharp=HAIR_BACK_SHARP),
                    _linear(top, bottom, [HAIR_DARK, HAIR_SHADE]))
 
@@ -509,7 +518,17 @@ class _Renderer:
         jaw = m.head(FACE + np.array([0.0, 7.0]), Z_FACE)
         c.drawPath(_spline(jaw), _fill(SKIN_DEEP))
         c.restore()
-        # sailor collar, its stripes, the bow
+        # the arms (sleeves) hang at the sides, a shade darker than the chest
+        for arm_pts in (ARM_R, _mirror(ARM_R)):
+            arm = m.body(arm_pts, -6.0)
+            outer, inner = m.body(arm_pts[2:3], -6.0)[0], m.body(arm_pts[9:10], -6.0)[0]
+            c.drawPath(_spline(arm, sharp=_sharp(len(arm_pts), [5, 6])),
+                       _linear(outer, inner, [BLOUSE_SHADE, _rgba(236, 239, 248)]))
+            c.drawPath(_spline(arm[6:], closed=False),
+                       _stroke(skia.ColorSetA(BLOUSE_SHADE, 255), 1.4))
+        # sailor collar (with its shadow on the blouse), its stripes, the bow
+        shadow = m.body(COLLAR_PTS + np.array([0.0, 5.0]), 3.0)
+        c.drawPath(_spline(shadow, sharp=COLLAR_SHARP), _fill(skia.ColorSetA(BLOUSE_SHADE, 200)))
         collar = m.body(COLLAR_PTS, 4.0)
         c.drawPath(_spline(collar, sharp=COLLAR_SHARP),
                    _linear(m.body(_pt(256, 216))[0], m.body(_pt(256, 334))[0],
@@ -611,6 +630,9 @@ class _Renderer:
         lash = np.concatenate([upper, lash_top[::-1], flick], axis=0)
         c.drawPath(_spline(lash, sharp=_sharp(len(lash), [0, n_up - 1, n_up, len(lash) - 1])),
                    _fill(LASH))
+        # the eyelid crease above the lashes
+        crease = upper[1:5] - np.array([0.0, 1.0]) * (LASH_THICK[1:5, None] + 3.5)
+        c.drawPath(_spline(crease, closed=False), _stroke(skia.ColorSetA(SKIN_DEEP, 200), 1.0))
         # a light lower lash on the outer half
         c.drawPath(_spline(lower[:4], closed=False), _stroke(skia.ColorSetA(LASH, 150), 1.1))
 
@@ -662,7 +684,7 @@ class _Renderer:
         c.clipPath(cap_path, doAntiAlias=True)
         c.drawPath(_spline(m.head(HAIR_SHINE, Z_HAIR_FRONT + 1.0)),
                    _fill(skia.ColorSetA(HAIR_LIGHT, 200)))
-        line = _stroke(skia.ColorSetA(HAIR_LINE, 90), 1.1)
+        line = _stroke(skia.ColorSetA(HAIR_LINE, 70), 1.0)
         for strand in HAIR_STRANDS:
             c.drawPath(_spline(m.head(strand, Z_HAIR_FRONT + 1.0), closed=False), line)
             c.drawPath(_spline(m.head(_mirror(strand), Z_HAIR_FRONT + 1.0), closed=False), line)
