@@ -6,8 +6,9 @@ Two models, both committed under ``assets/mediapipe`` (Apache-2.0, see the NOTIC
   facial transformation matrix; head rotation comes from that matrix).
 - ``fast``: ``face_landmarker_fast.task``, the legacy 478-point attention mesh from the
   mediapipe 0.10.21 wheel converted by ``tools/build_fast_tracker.py``. No blendshapes and no
-  matrix: the head rotation comes from ``cv2.solvePnP`` against the canonical face that ships
-  inside the official bundle, expressed in the same convention as the full mode's matrix.
+  matrix: the head rotation is computed here from the landmarks by the same method mediapipe's
+  geometry pipeline uses for the full model's matrix (``head_rotation_from_landmarks``, with
+  the canonical face and camera of the official bundle), so both modes share one convention.
 
 ALWAYS close a tracker (``with FaceTracker(...) as t:`` or try/finally + ``close()``): a
 mediapipe 0.10.3x landmarker that is never closed and gets freed by Python's cyclic garbage
@@ -78,12 +79,10 @@ NUM_LANDMARKS = 478
 TrackerMode = Literal["full", "fast"]
 TRACKER_MODES: tuple[str, ...] = ("full", "fast")
 
-# mediapipe's geometry pipeline assumes a perspective camera with a 63 degree vertical field of
-# view; the fast mode's solvePnP uses the same camera so both modes see the same geometry.
+# The virtual camera of mediapipe's FaceLandmarker geometry pipeline (perspective, 63 degree
+# vertical field of view, near plane at 1, image origin at the top-left corner).
 _VERTICAL_FOV_DEG = 63.0
-# Canonical face (x right, y up, z towards the camera, cm) -> OpenCV camera axes (y down,
-# z forward) and back: the head rotation is reported in mediapipe's convention.
-_GL_FROM_CV = np.diag([1.0, -1.0, -1.0])
+_NEAR = 1.0
 
 
 @dataclass
@@ -91,7 +90,7 @@ class TrackerOptions:
     """How to build a ``FaceTracker``.
 
     mode: "full" (official model: blendshapes + transformation matrix, ~2x slower) or "fast"
-        (converted attention mesh: landmarks only, head pose from solvePnP).
+        (converted attention mesh: landmarks only, head pose from ``head_rotation_from_landmarks``).
     mirror: flip each frame horizontally before tracking (selfie view, as the official THA4
         mediapipe app does). Landmarks are then in the mirrored image.
     min_detection_confidence / min_presence_confidence / min_tracking_confidence: passed to
@@ -126,7 +125,7 @@ def euler_xyz_deg(rotation: np.ndarray) -> tuple[float, float, float]:
     return float(x), float(y), float(z)
 
 
-# --- canonical face (for the fast mode's solvePnP) -------------------------------------------
+# --- head pose from landmarks (fast mode) ---------------------------------------------------
 
 
 def _protobuf_fields(buf: bytes):
@@ -175,7 +174,7 @@ def canonical_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     (message ``face_geometry.GeometryPipelineMetadata``: canonical_mesh = 1 with
     vertex_buffer = 3 as x,y,z,u,v floats; procrustes_landmark_basis = 2 with landmark_id = 1,
     weight = 2). The basis is the set of landmarks Google picked to follow head pose and not
-    facial expression, which is exactly what solvePnP needs.
+    facial expression.
     """
     try:
         with zipfile.ZipFile(FULL_MODEL_PATH) as zf:
@@ -210,48 +209,57 @@ def canonical_face() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vertices, np.asarray(ids, dtype=np.int64), np.asarray(weights, dtype=np.float64)
 
 
-class HeadPoseSolver:
-    """Head rotation from 2D landmarks: ``cv2.solvePnP`` against the canonical face.
+def _weighted_similarity(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, float]:
+    """Rotation R and scale s minimising sum w_i |s R source_i + t - target_i|^2 (Umeyama)."""
+    w = weights / weights.sum()
+    src = source - w @ source
+    dst = target - w @ target
+    u, sv, vt = np.linalg.svd((dst * w[:, None]).T @ src)
+    d = np.array([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])
+    rotation = u @ np.diag(d) @ vt
+    scale = float((sv * d).sum() / (w @ (src**2).sum(axis=1)))
+    return rotation, scale
 
-    The camera is mediapipe's (63 degree vertical field of view, square pixels, centred
-    principal point) and the result is the rotation canonical face -> camera in mediapipe's
-    axes (x right, y up, z towards the viewer), i.e. the rotation part of the full model's
-    facial transformation matrix, so both modes share one angle convention.
+
+def head_rotation_from_landmarks(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """Head rotation (3, 3) from mediapipe's normalised landmarks, as the full model's matrix.
+
+    Follows the published method of mediapipe's face geometry pipeline (which makes the
+    official model's facial transformation matrix): put the landmarks on the near plane of a
+    63 degree perspective camera, estimate the face scale with a weighted Procrustes fit to
+    the canonical face, unproject with that scale (twice), and take the rotation of the final
+    weighted Procrustes fit. Only the canonical Procrustes basis landmarks (pose, not
+    expression) are used. On the full model's own landmarks this reproduces its matrix's
+    Euler angles within 0.2 degrees (tests/test_tracking.py); the fast mode uses it because
+    its model has no matrix.
     """
+    vertices, ids, weights = canonical_face()
+    width, height = image_size
+    height_at_near = 2.0 * _NEAR * math.tan(math.radians(_VERTICAL_FOV_DEG) / 2.0)
+    width_at_near = width * height_at_near / height
+    points = np.asarray(landmarks, dtype=np.float64)
+    depth_offset = points[: len(vertices), 2].mean() * width_at_near
+    screen = points[ids].copy()
+    screen[:, 1] = 1.0 - screen[:, 1]  # top-left image origin -> y up
+    screen *= (width_at_near, height_at_near, width_at_near)
+    screen[:, 0] -= width_at_near / 2.0
+    screen[:, 1] -= height_at_near / 2.0
+    canonical = vertices[ids]
 
-    def __init__(self) -> None:
-        vertices, ids, _ = canonical_face()
-        self._ids = ids
-        self._object_points = np.ascontiguousarray(vertices[ids], dtype=np.float64)
-        self._rvec: np.ndarray | None = None
-        self._tvec: np.ndarray | None = None
+    def metric(scale: float) -> np.ndarray:
+        out = screen.copy()
+        out[:, 2] = (out[:, 2] - depth_offset + _NEAR) / scale
+        out[:, :2] *= out[:, 2:3] / _NEAR
+        out[:, 2] *= -1.0  # screen space is left-handed, metric space right-handed
+        return out
 
-    def solve(self, landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray | None:
-        w, h = image_size
-        focal = (h / 2.0) / math.tan(math.radians(_VERTICAL_FOV_DEG) / 2.0)
-        camera = np.array([[focal, 0, w / 2.0], [0, focal, h / 2.0], [0, 0, 1]], np.float64)
-        image_points = np.ascontiguousarray(
-            landmarks[self._ids, :2].astype(np.float64) * np.array([w, h], np.float64)
-        )
-        if self._rvec is not None:
-            # Start from the previous frame's pose: faster and without solution flips.
-            ok, rvec, tvec = cv2.solvePnP(
-                self._object_points, image_points, camera, None,
-                self._rvec.copy(), self._tvec.copy(), True, cv2.SOLVEPNP_ITERATIVE,
-            )
-        else:
-            ok, rvec, tvec = cv2.solvePnP(
-                self._object_points, image_points, camera, None, flags=cv2.SOLVEPNP_SQPNP
-            )
-        if not ok or tvec[2, 0] <= 0:
-            self._rvec = self._tvec = None
-            return None
-        self._rvec, self._tvec = rvec, tvec
-        rotation_cv, _ = cv2.Rodrigues(rvec)
-        return _GL_FROM_CV @ rotation_cv
-
-    def reset(self) -> None:
-        self._rvec = self._tvec = None
+    first = screen * (1.0, 1.0, -1.0)
+    _, scale1 = _weighted_similarity(canonical, first, weights)
+    _, scale2 = _weighted_similarity(canonical, metric(scale1), weights)
+    rotation, _ = _weighted_similarity(canonical, metric(scale1 * scale2), weights)
+    return rotation
 
 
 # --- the tracker ----------------------------------------------------------------------------
@@ -332,7 +340,6 @@ class FaceTracker:
             )
         self.model_path = self.options.resolved_model_path()
         _check_model_file(self.model_path, mode)
-        self._head_pose = HeadPoseSolver() if mode == "fast" else None
         self._last_timestamp_ms: int | None = None
 
         from mediapipe.tasks.python import BaseOptions, vision
@@ -409,8 +416,6 @@ class FaceTracker:
             mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb), ts
         )
         if not result.face_landmarks:
-            if self._head_pose is not None:
-                self._head_pose.reset()
             return None
         points = result.face_landmarks[0]
         landmarks = np.array([(p.x, p.y, p.z) for p in points], dtype=np.float32)
@@ -422,7 +427,7 @@ class FaceTracker:
             )
         blendshapes: dict[str, float] | None = None
         rotation: np.ndarray | None = None
-        if self._head_pose is None:
+        if self.options.mode == "full":
             if result.face_blendshapes:
                 blendshapes = {
                     c.category_name: float(c.score) for c in result.face_blendshapes[0]
@@ -430,7 +435,7 @@ class FaceTracker:
             if result.facial_transformation_matrixes:
                 rotation = np.asarray(result.facial_transformation_matrixes[0], np.float64)[:3, :3]
         else:
-            rotation = self._head_pose.solve(landmarks, (width, height))
+            rotation = head_rotation_from_landmarks(landmarks, (width, height))
         euler = euler_xyz_deg(rotation) if rotation is not None else (0.0, 0.0, 0.0)
         return FaceObservation(
             landmarks=landmarks,
