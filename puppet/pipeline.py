@@ -104,10 +104,13 @@ class FaceToPose:
             from puppet.lipsync import LipSync
 
             lip = LipSync(lipsync)
+            if lip.is_mic:
+                lip.start()
         self.mapper = PoseMapper(loaded_profile, idle_when_tracking=idle_when_tracking, lipsync=lip)
         self.options = TrackerOptions(mode=tracker, mirror=mirror)
         self.tracker = FaceTracker(self.options)
         self.timer = timer
+        self.lipsync = lip
         self.last_observation = None
 
     def __call__(self, image: np.ndarray, t: float) -> PoseVector:
@@ -137,6 +140,8 @@ class FaceToPose:
 
     def close(self) -> None:
         self.tracker.close()
+        if self.lipsync is not None:
+            self.lipsync.close()
 
 
 def open_outputs(
