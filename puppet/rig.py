@@ -114,8 +114,9 @@ def _spline(points: np.ndarray, closed: bool = True, sharp: np.ndarray | None = 
     """
     p = np.asarray(points, dtype=np.float64)
     n = len(p)
+    nxt = np.arange(1, n + 1) % n
     if closed:
-        tangent = (np.roll(p, -1, axis=0) - np.roll(p, 1, axis=0)) / 6.0
+        tangent = (p[nxt] - p[np.arange(-1, n - 1)]) / 6.0
     else:
         tangent = np.empty_like(p)
         tangent[1:-1] = (p[2:] - p[:-2]) / 6.0
@@ -123,7 +124,6 @@ def _spline(points: np.ndarray, closed: bool = True, sharp: np.ndarray | None = 
         tangent[-1] = (p[-1] - p[-2]) / 3.0
     if sharp is not None:
         tangent = tangent * (~sharp)[:, None]
-    nxt = np.roll(np.arange(n), -1)
     segments = n if closed else n - 1
     c1 = (p + tangent)[:segments]
     c2 = (p[nxt] - tangent[nxt])[:segments]
@@ -430,7 +430,7 @@ def _mouth_points(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     corner_y = cy + corner_img_left + (corner_img_right - corner_img_left) * t
     bump = np.sin(np.pi * t)
     upper_shape = (1.0 - pointy) * bump ** (1.0 - 0.5 * roundness) + pointy * bump ** 2.2
-    lower_shape = bump ** (1.0 - 0.55 * roundness - 0.5 * pointy)
+    lower_shape = bump ** max(0.3, 1.0 - 0.55 * roundness - 0.5 * pointy)
     # a closed smile dips slightly in the middle
     upper_y = cy - lift * upper_shape + 1.2 * bump * max(0.0, 1.0 - opening / 6.0)
     lower_y = corner_y * 0 + cy + opening * lower_shape

@@ -248,3 +248,18 @@ def test_load_and_factory_errors() -> None:
         create_poser("sakura", "cpu")
     loaded = create_any_poser("rig:hana")
     assert loaded.pose(PoseVector()).shape == (512, 512, 4)
+
+
+def test_extreme_and_random_poses_are_finite() -> None:
+    """Every morph at once (and random mixes) must not produce NaN geometry or lose parts."""
+    rng = np.random.default_rng(7)
+    poses = [PoseVector(UPPER), PoseVector(-UPPER)]
+    for _ in range(5):
+        values = rng.uniform(0.0, 1.0, 45).astype(np.float32)
+        values[37:44] = rng.uniform(-1.0, 1.0, 7)
+        poses.append(PoseVector(values))
+    with np.errstate(all="raise"):
+        for pose in poses:
+            image = render_rig(pose.clamped())
+            assert image[150, 256, 3] == 255 and image[450, 256, 3] == 255
+            assert image[:, :40, 3].max() == 0 and image[:, -40:, 3].max() == 0
