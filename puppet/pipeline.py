@@ -107,6 +107,9 @@ class FaceToPose:
             if lip.is_mic:
                 lip.start()
         self.mapper = PoseMapper(loaded_profile, idle_when_tracking=idle_when_tracking, lipsync=lip)
+        # Selfie view: the preview is mirrored and the character moves like a reflection
+        # (the user winks their left eye, the eye on the same side of the screen closes).
+        self.mapper.mirror_character = mirror
         self.options = TrackerOptions(mode=tracker, mirror=mirror)
         self.tracker = FaceTracker(self.options)
         self.timer = timer
@@ -131,6 +134,7 @@ class FaceToPose:
 
             self.options = TrackerOptions(mode=self.options.mode, mirror=not self.options.mirror)
             self.tracker = FaceTracker(self.options)
+            self.mapper.mirror_character = self.options.mirror
         elif action.startswith("expression:"):
             self.mapper.toggle_expression(action.split(":", 1)[1])
 

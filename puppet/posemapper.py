@@ -7,6 +7,7 @@ expression overrides -> profile ranges -> clamp.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -158,6 +159,17 @@ class PoseMapper:
         self.profile = recalibrate_neutral(self.profile, observation)
         self._head = HeadCalibration(self.profile.neutral_deg)
         return self.profile
+
+    @property
+    def mirror_character(self) -> bool:
+        """True: the character moves like the user's reflection (selfie view, the default of
+        `puppet live`); False: the character's left follows the user's left."""
+        return self._blendshape.settings.mirror_character
+
+    @mirror_character.setter
+    def mirror_character(self, value: bool) -> None:
+        for mapper in (self._blendshape, self._geometry):
+            mapper.settings = dataclasses.replace(mapper.settings, mirror_character=bool(value))
 
     def toggle_idle(self) -> bool:
         """Switch idle motion (auto-blink, breathing) while tracking on/off; returns the new

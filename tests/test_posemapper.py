@@ -107,3 +107,19 @@ def test_recalibrate_neutral_and_profile_gains_ranges():
     pose = m.update(obs((0.0, -2.0, 9.0)), 0.0)
     assert pose["head_y"] == pytest.approx(0.4)  # 0.2 * gain 2
     assert pose["neck_z"] == pytest.approx(0.2)  # 0.6 clamped by the profile's range
+
+
+def test_selfie_view_moves_the_character_like_a_reflection():
+    """Mirrored frame (selfie view): the user's right eye appears on the screen's right, where
+    the character's left eye is; with mirror_character the same on-screen eye closes."""
+    wink = FaceObservation(np.zeros((478, 3), np.float32), (640, 480), 0, None, (0.0, 8.0, 0.0),
+                           {"eyeBlinkLeft": 1.0}, 1.0, True)  # fmt: skip
+    reflection = PoseMapper(idle_enabled=False)
+    reflection.mirror_character = True
+    pose = run(reflection, [wink] * 5)[-1]
+    assert pose["eye_wink_left"] > 0.9 and pose["eye_wink_right"] < 0.1
+    anatomical = PoseMapper(idle_enabled=False)
+    anatomical.mirror_character = False
+    other = run(anatomical, [wink] * 5)[-1]
+    assert other["eye_wink_right"] > 0.9 and other["eye_wink_left"] < 0.1
+    assert np.sign(pose["head_y"]) == -np.sign(other["head_y"]) != 0
