@@ -28,8 +28,6 @@ is reused while those values do not change.
 from __future__ import annotations
 
 import math
-import pickle
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +38,7 @@ import torch.nn.functional as F
 
 from puppet.character import load_character
 from puppet.errors import PuppetError
+from puppet.models import load_state_dict_checked as load_checked_state_dict
 from puppet.pose import PoseVector
 
 YAML_NAME = "character_model.yaml"
@@ -370,67 +369,6 @@ class SirenBodyMorpher(nn.Module):
 
 # ----------------------------------------------------------------------------------------------
 # Loading
-
-
-def load_checked_state_dict(
-    path: Path, expected: dict[str, tuple[int, ...]], what: str = "weight file"
-) -> dict[str, torch.Tensor]:
-    """Load a ``torch.save`` state dict safely and check every key and shape.
-
-    Only tensors are unpickled (``weights_only=True``): a file that would run code is refused.
-    Floating tensors of another precision are upcast to float32.
-    """
-    fix = "Use the unmodified file from the model's official distribution."
-    if not path.is_file():
-        raise PuppetError(f"The {what} {str(path)!r} does not exist.", fix)
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
-        raise PuppetError(
-            f"Refusing {what} {str(path)!r}: it holds Python objects other than tensors, and"
-            " loading it could run code.",
-            fix,
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, ImportError) as error:
-        first_line = (str(error).strip().splitlines() or [""])[0][:200]
-        raise PuppetError(
-            f"Refusing {what} {str(path)!r}: it is not a readable torch state dict "
-            f"({error.__class__.__name__}: {first_line}).",
-            fix,
-        ) from None
-    if not isinstance(state, dict):
-        raise PuppetError(
-            f"The {what} {str(path)!r} holds a {type(state).__name__}, not a state dict.", fix
-        )
-    missing = [key for key in expected if key not in state]
-    if missing:
-        key = missing[0]
-        raise PuppetError(
-            f"The {what} {str(path)!r} lacks {len(missing)} tensor(s), e.g. {key!r} "
-            f"(expected shape {tuple(expected[key])}).",
-            fix,
-        )
-    extra = [key for key in state if key not in expected]
-    if extra:
-        raise PuppetError(
-            f"The {what} {str(path)!r} has {len(extra)} unexpected tensor(s), e.g. {extra[0]!r}: "
-            "it is not the architecture this loader expects.",
-            fix,
-        )
-    checked: dict[str, torch.Tensor] = {}
-    for key, shape in expected.items():
-        tensor = state[key]
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            raise PuppetError(f"The {what} {str(path)!r}: {key!r} is not a float tensor.", fix)
-        if tuple(tensor.shape) != tuple(shape):
-            raise PuppetError(
-                f"The {what} {str(path)!r}: {key!r} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(shape)}.",
-                fix,
-            )
-        checked[key] = tensor.float()
-    return checked
 
 
 def read_character_model_yaml(path: Path) -> dict[str, str]:
