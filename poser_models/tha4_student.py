@@ -27,6 +27,7 @@ is reused while those values do not change.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from puppet.character import load_character
 from puppet.errors import PuppetError
 from puppet.models import load_state_dict_checked as load_checked_state_dict
 from puppet.pose import PoseVector
+
+log = logging.getLogger(__name__)
 
 YAML_NAME = "character_model.yaml"
 _YAML_KEYS = ("character_image_file_name", "face_morpher_file_name", "body_morpher_file_name")
@@ -494,7 +497,11 @@ def tensor_to_straight_rgba(image: torch.Tensor) -> np.ndarray:
 
 
 class THA4StudentPoser:
-    """Poses the character a THA4 student was distilled for (the Poser protocol)."""
+    """Poses the character a THA4 student was distilled for (the Poser protocol).
+
+    Not re-entrant: the networks keep their activation buffers between frames, so call it from
+    one thread at a time.
+    """
 
     dtype = "float32"
 
@@ -505,7 +512,14 @@ class THA4StudentPoser:
         self._image: torch.Tensor | None = None
 
     def load(self, character: Path | np.ndarray) -> None:
-        self._image = image_to_tensor(load_character(character)).to(self.device)
+        rgba = load_character(character)
+        if self.files.character.is_file() and not np.array_equal(
+            rgba, load_character(self.files.character)
+        ):
+            # The student draws its own character's face patch whatever the image is.
+            log.warning("This THA4 student was made for %s; another image will look wrong.",
+                        self.files.character)
+        self._image = image_to_tensor(rgba).to(self.device)
 
     def _pose_tensor(self, pose: PoseVector | np.ndarray) -> torch.Tensor:
         values = pose.values if isinstance(pose, PoseVector) else np.asarray(pose)

@@ -206,3 +206,13 @@ def test_pickle_payload_is_not_executed(student_dir: Path, tmp_path: Path) -> No
     with pytest.raises(PuppetError, match="face_morpher.pt.*could run code"):
         create_poser(str(folder), "cpu")
     assert not marker.exists()
+
+
+def test_other_character_warns(student_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    poser, character = create_poser(str(student_dir), "cpu")
+    mirrored = np.ascontiguousarray(np.asarray(Image.open(character))[:, ::-1])
+    with caplog.at_level("WARNING", logger="poser_models.tha4_student"):
+        poser.load(character)
+        assert not caplog.records
+        poser.load(mirrored)
+    assert any("made for" in r.getMessage() for r in caplog.records)
