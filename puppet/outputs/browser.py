@@ -1,0 +1,279 @@
+"""The browser output: a local web page that shows the live frames with real transparency, for
+OBS's Browser Source (any OS, no driver).
+
+Add a Browser Source in OBS with the URL ``http://127.0.0.1:8787/`` and the width/height of the
+frames; the page's background is transparent, so the character sits on the scene without a
+chroma key.
+
+How frames travel: the page runs a fetch loop against ``/frame?after=SEQ``, a long poll that
+answers as soon as a frame newer than SEQ exists (or with 204 after 10 s). Only the newest frame
+is kept: a slow client simply skips the frames it missed, and nothing queues up. Each frame is
+encoded once, lazily, on the first request that wants it (PNG, zlib level 1 with the RLE
+strategy: lossless, about 7 ms and 110 KiB for a 512x512 character on one core), on the HTTP
+thread, so ``send`` only copies the frame. With no page open nothing is encoded. The page draws
+each frame into a ``<canvas>`` scaled to fit the window. ``/latest.png`` returns the current
+frame at once.
+
+The server listens on 127.0.0.1 only, unless another ``host`` is given explicitly.
+Client disconnects are handled on the server's threads and never reach ``send``.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+import numpy as np
+
+from puppet.errors import PuppetError
+from puppet.outputs.base import FrameInfo
+from puppet.outputs.compose import check_frame
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 8787
+LONG_POLL_SECONDS = 10.0
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>puppet</title>
+<style>
+html, body { margin: 0; height: 100%; background: transparent; overflow: hidden; }
+canvas { display: block; width: 100%; height: 100%; object-fit: contain; }
+</style></head>
+<body><canvas id="puppet" width="1" height="1"></canvas>
+<script>
+"use strict";
+// Long-poll loop: ask for the frame after the one shown; the server answers with the newest.
+const canvas = document.getElementById("puppet");
+const context = canvas.getContext("2d");
+window.puppetSeq = 0;      // sequence number of the frame on screen (read by tests)
+window.puppetFrames = 0;   // frames drawn
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+async function run() {
+  let seq = 0;
+  for (;;) {
+    try {
+      const response = await fetch(`frame?after=${seq}`, { cache: "no-store" });
+      if (response.status === 200) {
+        const next = Number(response.headers.get("X-Frame-Seq"));
+        const bitmap = await createImageBitmap(await response.blob());
+        if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
+          canvas.width = bitmap.width;
+          canvas.height = bitmap.height;
+        }
+        context.clearRect(0, 0, canvas.width, canvas.height);
+        context.drawImage(bitmap, 0, 0);
+        bitmap.close();
+        seq = next;
+        window.puppetSeq = next;
+        window.puppetFrames += 1;
+      } else if (response.status !== 204) {
+        await sleep(500);
+      }
+    } catch (error) {
+      await sleep(500);  // server restarting or gone: retry
+    }
+  }
+}
+run();
+</script></body></html>
+"""
+
+
+def encode_png(frame: np.ndarray) -> bytes:
+    """Straight RGBA uint8 -> PNG bytes (lossless; fast settings)."""
+    import cv2
+
+    ok, buffer = cv2.imencode(
+        ".png",
+        cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA),
+        [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE],
+    )
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buffer.tobytes()
+
+
+class _LatestFrame:
+    """The newest frame and its PNG, shared between ``send`` and the HTTP threads."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._encode_lock = threading.Lock()
+        self.seq = 0
+        self._frame: np.ndarray | None = None
+        self._png: bytes = b""
+        self._png_seq = 0
+        self.closed = False
+        self.encodes = 0
+        self.encode_seconds = 0.0
+
+    def put(self, frame: np.ndarray) -> None:
+        with self._cond:
+            self._frame = frame
+            self.seq += 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
+
+    def newer_than(self, after: int | None, timeout: float) -> tuple[int, bytes] | None:
+        """Wait up to ``timeout`` for a frame whose seq differs from ``after`` (None: any frame)
+        and return (seq, png); None on timeout or close."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.closed or (self._frame is not None and self.seq != after), timeout
+            )
+            if self.closed or self._frame is None or self.seq == after:
+                return None
+            seq, frame = self.seq, self._frame
+            if self._png_seq == seq:
+                return seq, self._png
+        with self._encode_lock:  # one encode per frame, however many clients
+            with self._cond:
+                if self._png_seq == seq:
+                    return seq, self._png
+            start = time.perf_counter()
+            png = encode_png(frame)
+            with self._cond:
+                self.encodes += 1
+                self.encode_seconds += time.perf_counter() - start
+                if seq > self._png_seq:
+                    self._png, self._png_seq = png, seq
+        return seq, png
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: one connection per page
+    # Headers and body go out in two writes; with Nagle's algorithm the body would wait for
+    # the client's delayed ACK (~40 ms per frame).
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        url = urlparse(self.path)
+        if url.path in ("/", "/index.html"):
+            self._reply(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
+        elif url.path == "/frame":
+            after_text = parse_qs(url.query).get("after", ["0"])[0]
+            after = int(after_text) if after_text.isdigit() else 0
+            found = self.server.latest.newer_than(after, LONG_POLL_SECONDS)
+            if found is None:
+                self._reply(HTTPStatus.NO_CONTENT, b"", None)
+            else:
+                self._reply(HTTPStatus.OK, found[1], "image/png", {"X-Frame-Seq": str(found[0])})
+        elif url.path == "/latest.png":
+            found = self.server.latest.newer_than(None, 0.0)
+            if found is None:
+                self._reply(HTTPStatus.NOT_FOUND, b"no frame yet", "text/plain")
+            else:
+                self._reply(HTTPStatus.OK, found[1], "image/png", {"X-Frame-Seq": str(found[0])})
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+    def _reply(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if body:
+            self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("browser output: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    latest: _LatestFrame
+
+    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
+        # A page closed mid-response is normal; anything else is logged, never raised.
+        log.debug("browser output: client %s dropped", client_address, exc_info=True)
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("127.0.0.1", "::1", "localhost") or host.startswith("127.")
+
+
+class BrowserOutput:
+    """Serve the live frames to browsers (see the module docstring).
+
+    ``port=0`` picks a free port (see ``url``). ``host`` other than loopback serves every
+    machine that can reach this one: only when asked explicitly.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+        self.host = host
+        self._latest = _LatestFrame()
+        try:
+            self._server = _Server((host, port), _Handler)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PuppetError(
+                    f"Port {port} on {host} is already in use (is puppet running twice?).",
+                    "Choose another with --browser-port, e.g. --browser-port 8788.",
+                ) from error
+            raise PuppetError(
+                f"Cannot serve the browser output on {host}:{port}: {error}.",
+                "Use --browser-port with a free port above 1024.",
+            ) from error
+        self._server.latest = self._latest
+        self.port = self._server.server_address[1]
+        self.name = f"browser ({self.url})"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+            name="puppet-browser-output", daemon=True,
+        )  # fmt: skip
+        self._thread.start()
+        self.frames_sent = 0
+        self._closed = False
+        if not _is_loopback(host):
+            log.warning("browser output serves %s: anyone on the network can watch", self.url)
+        log.info("browser output at %s (OBS: add a Browser Source with this URL)", self.url)
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0") else self.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}/"
+
+    @property
+    def mean_encode_ms(self) -> float:
+        """Mean PNG encode time so far (0 before the first encode)."""
+        latest = self._latest
+        return 1000.0 * latest.encode_seconds / latest.encodes if latest.encodes else 0.0
+
+    def send(self, frame: np.ndarray, info: FrameInfo | None = None) -> None:
+        """Publish a straight-RGBA frame (copied; encoding happens when a page asks)."""
+        if self._closed:
+            raise RuntimeError(f"{self.name} is closed")
+        check_frame(frame)
+        self._latest.put(np.array(frame, copy=True))
+        self.frames_sent += 1
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._latest.close()  # wakes the long polls
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
