@@ -422,7 +422,9 @@ def models_fetch(
         fail(f"Cannot fetch {name!r}. Use tha3:<variant>, e.g. tha3:separable_float.")
     update, bar = progress_bar(f"fetching {name}")
     with bar:
-        installed = run(lambda: fetch_tha3(variant, progress=update))
+        installed = run(
+            lambda: fetch_tha3(variant, progress=lambda _name, done, total: update(done, total))
+        )
     console.print(f"installed {installed}")
 
 
