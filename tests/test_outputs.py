@@ -4,6 +4,7 @@ the HUD drawing, the factory and the fan-out with a failing output."""
 from __future__ import annotations
 
 import logging
+import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -372,3 +373,106 @@ def test_vcam_send_reaches_pyvirtualcam_boundary(recording_backend) -> None:
         VirtualCameraOutput(width=W, height=H, fps=FPS, backend="puppet-test-recorder").send(
             disc_frame(0).astype(np.int16)
         )
+
+
+# -- factory and fan-out ------------------------------------------------------------------------
+
+
+def test_open_output_by_spec(tmp_path: Path) -> None:
+    from puppet.outputs.browser import BrowserOutput
+    from puppet.outputs.factory import open_output
+
+    common = dict(width=W, height=H, fps=FPS, background=None)
+    for name, cls in (("a.mp4", VideoFileOutput), ("a.WEBM", VideoFileOutput),
+                      ("a.mov", VideoFileOutput), ("a.gif", VideoFileOutput),
+                      ("frames/", PngDirectoryOutput)):  # fmt: skip
+        output = open_output(f"{tmp_path}/{name}", **common)
+        assert isinstance(output, cls)
+        output.abort()
+    browser = open_output("browser", **common, browser_port=0)
+    assert isinstance(browser, BrowserOutput) and browser.url.startswith("http://127.0.0.1:")
+    browser.close()
+    browser = open_output("browser:0", **common)
+    assert browser.host == "127.0.0.1"
+    browser.close()
+    with pytest.raises(PuppetError, match=r"Unknown output.*\.mp4.*\.webm.*\.mov.*\.gif"):
+        open_output(str(tmp_path / "clip.avi"), **common)
+    with pytest.raises(PuppetError, match="trailing /"):
+        open_output(str(tmp_path / "frames"), **common)
+    with pytest.raises(PuppetError, match="No virtual camera|Unknown virtual camera"):
+        open_output("vcam", **common)
+
+
+def test_output_set_drops_a_failing_output_once(tmp_path: Path, caplog) -> None:
+    """A PNG directory whose folder disappears mid-run (as a full or unplugged disk would make
+    writes fail) is reported once and dropped; the video and the browser get every frame."""
+    from puppet.outputs.browser import BrowserOutput
+    from puppet.outputs.factory import OutputSet
+
+    video = VideoFileOutput(tmp_path / "clip.mp4", fps=FPS)
+    pngs = PngDirectoryOutput(tmp_path / "frames")
+    browser = BrowserOutput(port=0)
+    outputs = OutputSet([video, pngs, browser])
+    with caplog.at_level(logging.WARNING):
+        for i in range(N):
+            if i == 5:
+                shutil.rmtree(tmp_path / ".frames.partial")
+            outputs.send(disc_frame(i))
+    outputs.close()
+    outputs.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "frames/" in warnings[0] and "failed" in warnings[0]
+    assert list(outputs.failures) == [pngs.name]
+    assert pngs.frames_written == 5 and not (tmp_path / "frames").exists()
+    assert browser.frames_sent == N
+    assert len(decode_rgba(tmp_path / "clip.mp4")[0]) == N
+
+
+def test_vcam_missing_at_start_is_retried_until_it_appears(tmp_path: Path, caplog) -> None:
+    """On this machine the virtual camera cannot open (no v4l2loopback); the other output runs,
+    and once a backend appears (registered through pyvirtualcam's extension point, as a loaded
+    driver would) the camera is reopened and receives frames."""
+    import pyvirtualcam
+    from pyvirtualcam.camera import BACKENDS
+
+    from puppet.outputs.factory import open_outputs
+    from puppet.outputs.vcam import vcam_status
+
+    if vcam_status()[0]:
+        pytest.skip("a virtual camera exists on this machine")
+    with caplog.at_level(logging.WARNING):
+        outputs = open_outputs(["vcam", str(tmp_path / "clip.webm")], width=W, height=H, fps=FPS,
+                               background=None, retry_seconds=0.0)  # fmt: skip
+        assert len(outputs.outputs) == 1 and len(outputs) == 2
+        try:
+            for i in range(3):
+                outputs.send(disc_frame(i))
+            RecordingBackend.frames, RecordingBackend.fourccs = [], []
+            pyvirtualcam.register_backend("puppet-test-recorder", RecordingBackend)
+            for i in range(3, 6):
+                outputs.send(disc_frame(i))
+        finally:
+            BACKENDS.pop("puppet-test-recorder", None)
+            outputs.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2, warnings
+    assert "output vcam failed: No virtual camera" in warnings[0]
+    assert "is back" in warnings[1]
+    assert len(RecordingBackend.frames) == 3
+    assert len(decode_rgba(tmp_path / "clip.webm")[0]) == 6
+    with pytest.raises(PuppetError, match="No virtual camera"):
+        open_outputs(["vcam"], width=W, height=H, fps=FPS, background=None)
+
+
+def test_output_set_close_collects_errors(tmp_path: Path) -> None:
+    from puppet.outputs.factory import OutputSet
+
+    (tmp_path / "a").mkdir()
+    first = VideoFileOutput(tmp_path / "a" / "one.mp4", fps=FPS)
+    second = VideoFileOutput(tmp_path / "two.mp4", fps=FPS)
+    outputs = OutputSet([first, second])
+    outputs.send(disc_frame(0))
+    shutil.rmtree(tmp_path / "a")  # the folder is gone: the first file cannot be finished
+    with pytest.raises(PuppetError, match="one.mp4"):
+        outputs.close()
+    assert (tmp_path / "two.mp4").exists()  # the other one was still finalised
