@@ -260,9 +260,11 @@ def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
 
 
 class _TrackPlayer:
-    """Plays a pose track in real time: the pose at a wall-clock time is the latest frame.
+    """Plays a pose track: every line once, paced to the track's fps (never faster).
 
-    The whole track is validated up front, so a bad line stops the run before it starts.
+    A machine too slow for the track's rate plays it slower rather than skipping lines, so
+    file outputs get every frame. The whole track is validated up front, so a bad line stops
+    the run before it starts.
     """
 
     def __init__(self, path: Path) -> None:
@@ -272,15 +274,15 @@ class _TrackPlayer:
         self.fps = track.fps
         self._frames = track.frames
         self._position = 0
-        self.finished = False
 
-    def pose_at(self, t: float) -> PoseVector:
-        frames = self._frames
-        while self._position + 1 < len(frames) and frames[self._position + 1].t <= t:
-            self._position += 1
-        if self._position + 1 == len(frames) and t >= frames[-1].t + 1.0 / self.fps:
-            self.finished = True
-        return frames[self._position].pose
+    @property
+    def finished(self) -> bool:
+        return self._position >= len(self._frames)
+
+    def next_pose(self) -> tuple[float, PoseVector]:
+        frame = self._frames[self._position]
+        self._position += 1
+        return frame.t, frame.pose
 
 
 # ---------------------------------------------------------------------------------------------
@@ -350,7 +352,7 @@ def run_live(
 
         log.info("live: %s -> %s", config.source, ", ".join(outputs.names) or "no outputs")
         start = time.perf_counter()
-        frame_period = 1.0 / fps
+        player_offset = player._frames[0].t if player is not None else 0.0
         index = 0
         pose = PoseVector()
         while not stop.is_set() and not controls.stop_requested.is_set():
@@ -362,10 +364,14 @@ def run_live(
             camera_frame = None
             tracking_state = "off"
             if player is not None:
-                with timer.stage("track"):
-                    pose = player.pose_at(t)
                 if player.finished:
                     break
+                with timer.stage("track"):
+                    track_t, pose = player.next_pose()
+                # Pace to the track's own timing (a track may start later than t=0).
+                delay = start + track_t - player_offset - time.perf_counter()
+                if delay > 0:
+                    stop.wait(delay)
             else:
                 assert source is not None and face_to_pose is not None
                 with timer.stage("capture"):
@@ -403,10 +409,6 @@ def run_live(
             if on_frame is not None:
                 on_frame(image, info)
             index += 1
-            if player is not None:  # pace a track to its own frame rate
-                delay = start + index * frame_period - time.perf_counter()
-                if delay > 0:
-                    stop.wait(delay)
         elapsed = time.perf_counter() - start
         names = list(outputs.names)
         finish_outputs()

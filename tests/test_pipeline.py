@@ -65,31 +65,31 @@ def test_live_from_track_into_several_outputs_with_one_failing(tmp_path):
 def test_live_stops_on_frames_seconds_and_event(tmp_path):
     track = _track(tmp_path / "t.jsonl", frames=300)
     report = run_live(
-        LiveConfig(source=str(track), poser=POSER, outputs=[str(tmp_path / "a/")], frames=5)
+        LiveConfig(source=str(track), poser=POSER, outputs=[f"{tmp_path / 'a'}/"], frames=5)
     )
     assert report.frames == 5
     report = run_live(
-        LiveConfig(source=str(track), poser=POSER, outputs=[str(tmp_path / "b/")], seconds=0.3)
+        LiveConfig(source=str(track), poser=POSER, outputs=[f"{tmp_path / 'b'}/"], seconds=0.3)
     )
     assert 1 <= report.frames <= 12
     stop = threading.Event()
     stop.set()
     report = run_live(
-        LiveConfig(source=str(track), poser=POSER, outputs=[str(tmp_path / "c/")]), stop=stop
+        LiveConfig(source=str(track), poser=POSER, outputs=[f"{tmp_path / 'c'}/"]), stop=stop
     )
     assert report.frames == 0
 
 
 def test_live_from_face_video_tracks_and_records(tmp_path):
     """A face video stands in for the webcam: real mediapipe, mapping, poser, two outputs."""
-    video = make_face_video(tmp_path / "face.mp4", frames=15, fps=15)
+    video = make_face_video(tmp_path / "face.mp4", frames=90, fps=15)
     record = tmp_path / "rec.jsonl"
     states = []
     report = run_live(
         LiveConfig(
             source=str(video),
             poser=POSER,
-            outputs=[str(tmp_path / "o.webm"), str(tmp_path / "png/")],
+            outputs=[str(tmp_path / "o.webm"), f"{tmp_path / 'png'}/"],
             frames=10,
             record=record,
         ),
