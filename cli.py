@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,10 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from puppet.errors import PuppetError
+
+# mediapipe's C++ logging (absl/glog) prints INFO/WARNING lines on stderr; keep errors only.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 app = typer.Typer(
     help="puppet: animate an anime character from your webcam, in real time.",
@@ -384,7 +389,9 @@ def doctor():
     table.add_column("detail")
     for check in checks:
         mark = {True: "[green]ok[/]", False: "[red]missing[/]", None: ""}[check.ok]
-        detail = check.detail + (f"\n[yellow]fix:[/] {check.fix}" if check.fix else "")
+        detail = check.detail + (
+            f"\n[yellow]fix:[/] {check.fix}" if check.fix and not check.ok else ""
+        )
         table.add_row(check.name, mark, detail)
     console.print(table)
 
