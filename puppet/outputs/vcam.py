@@ -24,7 +24,13 @@ import numpy as np
 
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo
-from puppet.outputs.compose import Background, check_frame, is_transparent, resolve_background
+from puppet.outputs.compose import (
+    Background,
+    check_frame,
+    flatten,
+    is_transparent,
+    resolve_background,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,28 +61,28 @@ def no_backend_fix(system: str | None = None) -> str:
     return f"pyvirtualcam has no virtual camera backend for {system}; {browser}"
 
 
-def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Scale a straight-RGBA frame to fit inside width x height (aspect kept), centred on a
-    transparent canvas. Returns the frame itself when it already has that size."""
+def _fit(frame: np.ndarray, width: int, height: int) -> tuple[np.ndarray, int, int]:
+    """The frame scaled to fit inside width x height (aspect kept), and its centred offset."""
     import cv2
 
     h, w = frame.shape[:2]
-    if (w, h) == (width, height):
-        return frame
     scale = min(width / w, height / h)
     new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     # Resize premultiplied colour so transparent pixels' colours do not bleed into edges.
-    alpha = frame[..., 3:4].astype(np.float32) / 255.0
-    premultiplied = np.concatenate([frame[..., :3] * alpha, alpha * 255.0], axis=2)
+    premultiplied = cv2.cvtColor(frame, cv2.COLOR_RGBA2mRGBA)
     resized = cv2.resize(premultiplied, (new_w, new_h), interpolation=interpolation)
-    a = resized[..., 3:4] / 255.0
-    rgb = np.where(a > 1e-6, resized[..., :3] / np.maximum(a, 1e-6), 0.0)
+    return cv2.cvtColor(resized, cv2.COLOR_mRGBA2RGBA), (width - new_w) // 2, (height - new_h) // 2
+
+
+def fit_frame(frame: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale a straight-RGBA frame to fit inside width x height (aspect kept), centred on a
+    transparent canvas. Returns the frame itself when it already has that size."""
+    if (frame.shape[1], frame.shape[0]) == (width, height):
+        return frame
+    region, x0, y0 = _fit(frame, width, height)
     out = np.zeros((height, width, 4), np.uint8)
-    x0, y0 = (width - new_w) // 2, (height - new_h) // 2
-    out[y0 : y0 + new_h, x0 : x0 + new_w] = np.clip(
-        np.concatenate([rgb, resized[..., 3:4]], axis=2) + 0.5, 0, 255
-    ).astype(np.uint8)
+    out[y0 : y0 + region.shape[0], x0 : x0 + region.shape[1]] = region
     return out
 
 
@@ -85,13 +91,20 @@ def compose_for_camera(
 ) -> np.ndarray:
     """What the camera receives: RGBA (background None, alpha backends) or RGB over the
     background colour/image, at the camera's size."""
-    fitted = fit_frame(frame, width, height)
     if background is None:
-        return np.ascontiguousarray(fitted)
-    alpha = fitted[..., 3:4].astype(np.float32) / 255.0
-    bg = np.asarray(background, dtype=np.float32)
-    rgb = fitted[..., :3].astype(np.float32) * alpha + bg * (1.0 - alpha)
-    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+        return np.ascontiguousarray(fit_frame(frame, width, height))
+    if (frame.shape[1], frame.shape[0]) == (width, height):
+        return flatten(frame, background)
+    # Composite only where the frame lands; the letterbox is the background as it is.
+    region, x0, y0 = _fit(frame, width, height)
+    if isinstance(background, np.ndarray):
+        out = np.array(background, dtype=np.uint8, copy=True)
+    else:
+        out = np.empty((height, width, 3), np.uint8)
+        out[:] = background
+    window = out[y0 : y0 + region.shape[0], x0 : x0 + region.shape[1]]
+    window[:] = flatten(region, np.ascontiguousarray(window))
+    return out
 
 
 def _import_pyvirtualcam():  # noqa: ANN202
