@@ -15,8 +15,8 @@ def run_demo(output: Path = Path("out/demo.mp4"), *, seconds: float | None = Non
     config = LiveConfig(
         source=str(DEMO_TRACK),
         poser="default",
-        outputs=[str(output)],
-        optional_outputs=["vcam"],
+        # The virtual camera joins when a backend exists; otherwise it is reported once.
+        outputs=[str(output), "vcam"],
         seconds=seconds,
     )
     return run_live(config)

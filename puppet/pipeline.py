@@ -19,7 +19,8 @@ import numpy as np
 
 from puppet.capture import FrameSource, parse_source
 from puppet.errors import PuppetError
-from puppet.outputs.base import FrameInfo, LiveControls, Output
+from puppet.outputs.base import FrameInfo, LiveControls
+from puppet.outputs.factory import open_output, open_outputs
 from puppet.pose import PoseVector
 from puppet.posers import Poser, create_poser
 from puppet.timing import RateMeter, StageStats, StageTimer
@@ -49,7 +50,6 @@ class LiveConfig:
     device: str = "cpu"
     vcam_device: str | None = None
     browser_port: int | None = None
-    optional_outputs: list[str] = field(default_factory=list)  # skipped with a note if missing
 
 
 @dataclass
@@ -148,98 +148,6 @@ class FaceToPose:
             self.lipsync.close()
 
 
-def open_outputs(
-    specs: list[str],
-    optional: list[str],
-    *,
-    width: int,
-    height: int,
-    fps: float,
-    background: str | None,
-    controls: LiveControls | None,
-    audio_from: Path | None = None,
-    vcam_device: str | None = None,
-    browser_port: int | None = None,
-) -> list[Output]:
-    """Open each output; a missing optional one (e.g. no virtual camera) is a note, not a stop."""
-    from puppet.outputs.factory import open_output
-
-    outputs: list[Output] = []
-    try:
-        for spec in [*specs, *optional]:
-            try:
-                outputs.append(
-                    open_output(
-                        spec,
-                        width=width,
-                        height=height,
-                        fps=fps,
-                        background=background,
-                        controls=controls,
-                        audio_from=audio_from,
-                        vcam_device=vcam_device,
-                        browser_port=browser_port,
-                    )
-                )
-            except PuppetError as error:
-                if spec not in optional:
-                    raise
-                log.warning("output %s is not available here: %s", spec, error)
-    except BaseException:
-        for output in outputs:
-            _close_quietly(output)
-        raise
-    return outputs
-
-
-def _close_quietly(output: Output) -> None:
-    try:
-        output.close()
-    except Exception as error:  # noqa: BLE001 - closing everything else matters more
-        log.warning("closing output %s failed: %s", getattr(output, "name", output), error)
-
-
-class OutputFanOut:
-    """Sends each frame to every output; one that fails is reported once and dropped."""
-
-    def __init__(self, outputs: list[Output]) -> None:
-        self.outputs = list(outputs)
-        self.names = [getattr(o, "name", type(o).__name__) for o in outputs]
-        self.dropped: list[str] = []
-
-    def send(self, frame: np.ndarray, info: FrameInfo | None) -> None:
-        for output in list(self.outputs):
-            try:
-                output.send(frame, info)
-            except Exception as error:  # noqa: BLE001 - the stream must go on
-                name = getattr(output, "name", type(output).__name__)
-                log.warning("output %s failed and was dropped: %s", name, error)
-                self.dropped.append(name)
-                self.outputs.remove(output)
-                # A file that failed mid-write is discarded, never finished under its name.
-                abort = getattr(output, "abort", None)
-                if abort is not None:
-                    try:
-                        abort()
-                    except Exception as abort_error:  # noqa: BLE001
-                        log.warning("discarding output %s failed: %s", name, abort_error)
-                else:
-                    _close_quietly(output)
-
-    def close(self) -> list[str]:
-        """Close all; returns the names whose close failed (their files may be incomplete)."""
-        failed = []
-        for output in self.outputs:
-            try:
-                output.close()
-            except Exception as error:  # noqa: BLE001
-                name = getattr(output, "name", type(output).__name__)
-                log.warning("output %s could not be finished: %s", name, error)
-                failed.append(name)
-        self.outputs = []
-        return failed
-
-
 @contextmanager
 def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
     """First Ctrl+C asks the loop to stop cleanly (files are finished); a second one aborts."""
@@ -323,10 +231,11 @@ def run_live(
             )
             stack.callback(face_to_pose.close)
         fps = player.fps if player is not None else config.fps
-        outputs = OutputFanOut(
+        # Failed outputs are reported once and dropped (a missing virtual camera is retried);
+        # on an error every file is aborted, on a normal end or Ctrl+C they are finished.
+        outputs = stack.enter_context(
             open_outputs(
                 config.outputs,
-                config.optional_outputs,
                 width=width,
                 height=height,
                 fps=fps,
@@ -336,21 +245,13 @@ def run_live(
                 browser_port=config.browser_port,
             )
         )
-        finished_outputs = False
-
-        def finish_outputs() -> None:
-            nonlocal finished_outputs
-            if not finished_outputs:
-                finished_outputs = True
-                outputs.close()
-
-        stack.callback(finish_outputs)
+        names = [output.name for output in outputs.outputs]
         recorder = None
         if config.record is not None:
             recorder = stack.enter_context(PoseTrackWriter(config.record, fps))
         stack.enter_context(_stop_on_sigint(stop))
 
-        log.info("live: %s -> %s", config.source, ", ".join(outputs.names) or "no outputs")
+        log.info("live: %s -> %s", config.source, ", ".join(names) or "no outputs")
         start = time.perf_counter()
         player_offset = player._frames[0].t if player is not None else 0.0
         index = 0
@@ -410,15 +311,13 @@ def run_live(
                 on_frame(image, info)
             index += 1
         elapsed = time.perf_counter() - start
-        names = list(outputs.names)
-        finish_outputs()
     return RunReport(
         frames=index,
         seconds=elapsed,
         fps=index / elapsed if elapsed > 0 else 0.0,
         stages=timer.stats(),
         outputs=names,
-        dropped_outputs=outputs.dropped,
+        dropped_outputs=list(outputs.failures),
     )
 
 
@@ -491,14 +390,12 @@ def render(
         with timer.stage("poser"):
             image = poser.pose(first[1])
         height, width = image.shape[:2]
-        (output,) = open_outputs(
-            [config.output],
-            [],
+        output = open_output(
+            config.output,
             width=width,
             height=height,
             fps=fps,
             background=config.background,
-            controls=None,
             audio_from=audio_from,
         )
         try:
