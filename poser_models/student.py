@@ -66,6 +66,7 @@ class StudentConfig:
     residual_box: Box = (0, 0, 256, 256)
     residual_rank: int = 32
     residual_hidden: int = 64
+    layers: int = 1  # depth layers of the head warp (each with its own flow, mask and fill)
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:
@@ -93,8 +94,10 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
     shapes["face.basis"] = (c.face_rank, c.face_box[2], c.face_box[3], 4)
     mlp("face.mlp", FACE_INPUTS, c.face_hidden, c.face_rank)
     shapes["head.basis"] = (
-        len(monomial_exponents(3, c.head_degree)), c.head_box[2], c.head_box[3], 2
+        c.layers, len(monomial_exponents(3, c.head_degree)), c.head_box[2], c.head_box[3], 2
     )
+    shapes["layer.logits"] = (c.layers, c.image_size, c.image_size)
+    shapes["layer.fill"] = (c.layers, c.head_box[2], c.head_box[3], 4)
     shapes["body.basis"] = (
         len(monomial_exponents(3, c.body_degree)), c.body_box[2], c.body_box[3], 2
     )
@@ -172,6 +175,8 @@ class StudentNet(nn.Module):
         self.face_basis = nn.Parameter(torch.zeros(shapes["face.basis"]))
         self.face_mlp = PoseMLP(FACE_INPUTS, config.face_hidden, config.face_rank)
         self.head_basis = nn.Parameter(torch.zeros(shapes["head.basis"]))
+        self.layer_logits = nn.Parameter(torch.zeros(shapes["layer.logits"]))
+        self.layer_fill = nn.Parameter(torch.zeros(shapes["layer.fill"]))
         self.body_basis = nn.Parameter(torch.zeros(shapes["body.basis"]))
         self.residual_basis = nn.Parameter(torch.zeros(shapes["residual.basis"]))
         self.residual_mlp = PoseMLP(NUM_PARAMETERS, config.residual_hidden, config.residual_rank)
@@ -183,26 +188,24 @@ class StudentNet(nn.Module):
         )
 
     # -- naming shared with the file format ---------------------------------------------------
-    def export_tensors(self) -> dict[str, Tensor]:
+    def file_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters under their file names."""
         out = {
             "face.basis": self.face_basis, "head.basis": self.head_basis,
             "body.basis": self.body_basis, "residual.basis": self.residual_basis,
+            "layer.logits": self.layer_logits, "layer.fill": self.layer_fill,
         }
         for prefix, mlp in (("face.mlp", self.face_mlp), ("residual.mlp", self.residual_mlp)):
             for i, layer in enumerate(m for m in mlp if isinstance(m, nn.Linear)):
                 out[f"{prefix}.{i}.weight"] = layer.weight
                 out[f"{prefix}.{i}.bias"] = layer.bias
-        return {k: v.detach() for k, v in out.items()}
+        return out
+
+    def export_tensors(self) -> dict[str, Tensor]:
+        return {k: v.detach() for k, v in self.file_parameters().items()}
 
     def import_tensors(self, tensors: dict[str, Tensor]) -> None:
-        own = {
-            "face.basis": self.face_basis, "head.basis": self.head_basis,
-            "body.basis": self.body_basis, "residual.basis": self.residual_basis,
-        }
-        for prefix, mlp in (("face.mlp", self.face_mlp), ("residual.mlp", self.residual_mlp)):
-            for i, layer in enumerate(m for m in mlp if isinstance(m, nn.Linear)):
-                own[f"{prefix}.{i}.weight"] = layer.weight
-                own[f"{prefix}.{i}.bias"] = layer.bias
+        own = self.file_parameters()
         check_shapes(tensors, self.config, "checkpoint")
         with torch.no_grad():
             for name, parameter in own.items():
@@ -226,13 +229,12 @@ class StudentNet(nn.Module):
         top, left, height, width = box
         return F.pad(mixed, (left, size - left - width, top, size - top - height))
 
-    def fields(self, pose: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Head flow, body flow (B, 2, S, S) in image pixels, and residual (B, 4, S, S)."""
+    def fields(self, pose: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """Per-layer head flows and the body flow (B, 2, S, S) in pixels; residual (B, 4, S, S)."""
         c = self.config
-        head = self._field(
-            self.monomials(pose[:, list(HEAD_INDICES)], self.head_exponents), self.head_basis,
-            c.head_box,
-        )
+        head_terms = self.monomials(pose[:, list(HEAD_INDICES)], self.head_exponents)
+        head = [self._field(head_terms, self.head_basis[layer], c.head_box)
+                for layer in range(c.layers)]
         body = self._field(
             self.monomials(pose[:, list(BODY_INDICES)], self.body_exponents), self.body_basis,
             c.body_box,
@@ -248,6 +250,20 @@ class StudentNet(nn.Module):
         return F.grid_sample(field_, grid, mode="bilinear", padding_mode="border",
                              align_corners=True)
 
+    def layer_sources(self, source: Tensor) -> tuple[Tensor, Tensor]:
+        """Masks (L, 1, H, W) and pose-independent layer images (L, 4, H, W): the character
+        split by the masks, plus each layer's fill (what it shows where a layer in front of it
+        covered it in the character image), upsampled as cv2.resize does."""
+        c = self.config
+        masks = torch.softmax(self.layer_logits, dim=0)[:, None]
+        top, left, height, width = c.head_box
+        size = c.field_size
+        fill = F.pad(self.layer_fill.permute(0, 3, 1, 2),
+                     (left, size - left - width, top, size - top - height))
+        fill = F.interpolate(fill, size=(c.image_size, c.image_size), mode="bilinear",
+                             align_corners=False)
+        return masks, source[None] * masks + fill
+
     def forward(self, pose: Tensor, source: Tensor, points: Tensor) -> Tensor:
         """Posed premultiplied linear RGBA (B, 4, H, W) at image-pixel ``points`` (B, H, W, 2).
 
@@ -257,17 +273,31 @@ class StudentNet(nn.Module):
         c = self.config
         batch = pose.shape[0]
         top, left, height, width = c.face_box
-        delta = self.face_delta(pose).permute(0, 3, 1, 2)
         size = c.image_size
-        delta = F.pad(delta, (left, size - left - width, top, size - top - height))
-        posed_face = source[None].expand(batch, -1, -1, -1) + delta
+        delta = self.face_delta(pose).permute(0, 3, 1, 2)
+        masks, layers = self.layer_sources(source)
         head, body, residual = self.fields(pose)
         q = points + self._sample_field(body, points).permute(0, 2, 3, 1)
-        r = q + self._sample_field(head, q).permute(0, 2, 3, 1)
-        grid = r * (2.0 / (size - 1)) - 1.0
-        warped = F.grid_sample(posed_face, grid, mode="bilinear", padding_mode="zeros",
-                               align_corners=True)
-        return warped + self._sample_field(residual, points)
+        out = None
+        for layer in range(c.layers):
+            r = q + self._sample_field(head[layer], q).permute(0, 2, 3, 1)
+            grid = r * (2.0 / (size - 1)) - 1.0
+            # Replicating the border continues a character cut off by the frame (the chest at
+            # the bottom) when the body moves; THA images are transparent at every other edge.
+            image = F.grid_sample(layers[layer : layer + 1].expand(batch, -1, -1, -1), grid,
+                                  mode="bilinear", padding_mode="border", align_corners=True)
+            # The face change lives in the face box only: sample it there (bilinear sampling
+            # is linear, so this equals sampling the pasted image).
+            box_grid = torch.stack(
+                [(r[..., 0] - left) * (2.0 / (width - 1)) - 1.0,
+                 (r[..., 1] - top) * (2.0 / (height - 1)) - 1.0], dim=-1)
+            box_mask = masks[layer, :, top : top + height, left : left + width]
+            image = image + F.grid_sample(delta * box_mask, box_grid, mode="bilinear",
+                                          padding_mode="zeros", align_corners=True)
+            # Back to front, "over" in premultiplied alpha.
+            out = image if out is None else image + (1.0 - image[:, 3:4]) * out
+        assert out is not None
+        return out + self._sample_field(residual, points)
 
 
 def pixel_grid(top: int, left: int, height: int, width: int) -> Tensor:
@@ -377,23 +407,39 @@ class StudentPoser:
         c = self.config
         check_shapes(tensors, c, "weights")
         t = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-        self._face_basis = t["face.basis"].reshape(c.face_rank, -1)
-        self._head_basis = t["head.basis"].reshape(t["head.basis"].shape[0], -1)
-        self._body_basis = t["body.basis"].reshape(t["body.basis"].shape[0], -1)
-        self._residual_basis = t["residual.basis"].reshape(c.residual_rank, -1)
+
+        # Basis mixing is a (K,) x (K, M) product: torch's matmul keeps to the thread count
+        # the application set (OpenBLAS's threaded gemv stalls when the cores are busy).
+        def flat(name: str, rows: int) -> torch.Tensor:
+            return torch.from_numpy(t[name].reshape(rows, -1))
+
+        self._face_basis = flat("face.basis", c.face_rank)
+        terms = len(monomial_exponents(3, c.head_degree))
+        self._head_basis = [torch.from_numpy(np.ascontiguousarray(
+            t["head.basis"][layer].reshape(terms, -1))) for layer in range(c.layers)]
+        self._body_basis = flat("body.basis", t["body.basis"].shape[0])
+        self._residual_basis = flat("residual.basis", c.residual_rank)
         self._face_mlp = [(t[f"face.mlp.{i}.weight"].T.copy(), t[f"face.mlp.{i}.bias"])
                           for i in range(3)]
         self._residual_mlp = [(t[f"residual.mlp.{i}.weight"].T.copy(),
                                t[f"residual.mlp.{i}.bias"]) for i in range(3)]
+        logits = t["layer.logits"]
+        weights = np.exp(logits - logits.max(axis=0, keepdims=True))
+        self._masks = (weights / weights.sum(axis=0, keepdims=True))[..., None]  # (L, H, W, 1)
+        top, left, height, width = c.head_box
+        fill = np.zeros((c.layers, c.field_size, c.field_size, 4), np.float32)
+        fill[:, top : top + height, left : left + width] = t["layer.fill"]
+        self._fill = np.stack([cv2.resize(f, (c.image_size, c.image_size),
+                                          interpolation=cv2.INTER_LINEAR) for f in fill])
         self._head_exponents = np.array(monomial_exponents(3, c.head_degree), dtype=np.float32)
         self._body_exponents = np.array(monomial_exponents(3, c.body_degree), dtype=np.float32)
         size, fs = c.image_size, c.field_size
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._grid_x, self._grid_y = xs, ys
-        self._head_field = np.zeros((fs, fs, 2), np.float32)
+        self._head_fields = [np.zeros((fs, fs, 2), np.float32) for _ in range(c.layers)]
         self._body_field = np.zeros((fs, fs, 2), np.float32)
         self._residual_field = np.zeros((fs, fs, 4), np.float32)
-        self._source: np.ndarray | None = None
+        self._layers: np.ndarray | None = None  # (L, H, W, 4) pose-independent layer images
         self._work: np.ndarray | None = None
 
     # -- loading -----------------------------------------------------------------------------
@@ -434,8 +480,9 @@ class StudentPoser:
                 "Run `puppet distill IMAGE ...` to train one for this character, or use the"
                 " character the student was made for.",
             )
-        self._source = rgba_to_premultiplied_linear(rgba)
-        self._work = self._source.copy()
+        source = rgba_to_premultiplied_linear(rgba)
+        self._layers = source[None] * self._masks + self._fill
+        self._work = self._layers.copy()
 
     # -- posing ------------------------------------------------------------------------------
     @staticmethod
@@ -446,26 +493,28 @@ class StudentPoser:
                 x = _silu(x)
         return x
 
-    def _mix(self, coefficients: np.ndarray, basis: np.ndarray, box: Box, out: np.ndarray) -> None:
+    @staticmethod
+    def _combine(coefficients: np.ndarray, basis: torch.Tensor) -> np.ndarray:
+        return (torch.from_numpy(np.ascontiguousarray(coefficients, np.float32)) @ basis).numpy()
+
+    def _mix(self, coefficients: np.ndarray, basis: torch.Tensor, box: Box,
+             out: np.ndarray) -> None:
         top, left, height, width = box
-        out[top : top + height, left : left + width] = (coefficients @ basis).reshape(
-            height, width, out.shape[2]
-        )
+        out[top : top + height, left : left + width] = self._combine(
+            coefficients, basis).reshape(height, width, out.shape[2])
 
     def pose_premultiplied(self, pose: PoseVector) -> np.ndarray:
         """The posed frame as premultiplied linear float32 (512, 512, 4), unclipped."""
-        if self._source is None or self._work is None:
+        if self._layers is None or self._work is None:
             raise PuppetError("The student has no character loaded.", "Call load() first.")
         c = self.config
         x = pose.values.astype(np.float32)
         top, left, height, width = c.face_box
-        face = self._mlp(self._face_mlp, x[:FACE_INPUTS]) @ self._face_basis
-        self._work[top : top + height, left : left + width] = (
-            self._source[top : top + height, left : left + width] + face.reshape(height, width, 4)
-        )
+        face = self._combine(self._mlp(self._face_mlp, x[:FACE_INPUTS]), self._face_basis)
+        face = face.reshape(height, width, 4)
+        box = (slice(top, top + height), slice(left, left + width))
         head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
         body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
-        self._mix(head, self._head_basis, c.head_box, self._head_field)
         self._mix(body, self._body_basis, c.body_box, self._body_field)
         self._mix(self._mlp(self._residual_mlp, x), self._residual_basis, c.residual_box,
                   self._residual_field)
@@ -474,16 +523,26 @@ class StudentPoser:
         qx = self._grid_x + body_flow[..., 0]
         qy = self._grid_y + body_flow[..., 1]
         scale = c.field_size / size
-        head_flow = cv2.remap(
-            self._head_field, (qx + 0.5) * scale - 0.5, (qy + 0.5) * scale - 0.5,
-            cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE,
-        )
-        qx += head_flow[..., 0]
-        qy += head_flow[..., 1]
-        warped = cv2.remap(self._work, qx, qy, cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0, 0))
-        warped += cv2.resize(self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR)
-        return warped
+        fx, fy = (qx + 0.5) * scale - 0.5, (qy + 0.5) * scale - 0.5
+        out: np.ndarray | None = None
+        for layer in range(c.layers):
+            work = self._work[layer]
+            work[box] = self._layers[layer][box] + face * self._masks[layer][box]
+            self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
+            head_flow = cv2.remap(self._head_fields[layer], fx, fy, cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+            # Replicating the border continues a character cut off by the frame (the chest
+            # at the bottom) when the body moves; THA images are transparent at other edges.
+            image = cv2.remap(work, qx + head_flow[..., 0], qy + head_flow[..., 1],
+                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if out is None:
+                out = image
+            else:
+                out *= 1.0 - image[..., 3:4]
+                out += image
+        assert out is not None
+        out += cv2.resize(self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR)
+        return out
 
     def pose(self, pose: PoseVector) -> np.ndarray:
         return premultiplied_linear_to_rgba(self.pose_premultiplied(pose))
