@@ -143,7 +143,8 @@ class Quality:
     train_steps: int  # end to end
     batch: int
     crop: int
-    minutes: float  # time budget of the whole run (rendering included)
+    minutes: float
+    layers: int = 4  # time budget of the whole run (rendering included)
 
 
 QUALITIES: dict[str, Quality] = {
@@ -280,7 +281,7 @@ def parse_teacher(teacher: str) -> str:
     )
 
 
-def make_teacher(teacher: str, character: np.ndarray, device: str = "cpu"):
+def make_teacher(teacher: str, character: Path | np.ndarray, device: str = "cpu"):
     """The teacher poser (anything with ``pose(PoseVector) -> RGBA uint8``), loaded."""
     from puppet.posers import create_poser
 
@@ -414,7 +415,7 @@ class _Run:
     @property
     def teacher(self):
         if self._teacher is None:
-            self._teacher = make_teacher(self.teacher_spec, self.rgba, str(self.device))
+            self._teacher = make_teacher(self.teacher_spec, self.character_path, str(self.device))
         return self._teacher
 
     # -- caches --------------------------------------------------------------------------------
@@ -501,7 +502,7 @@ class _Run:
             face_box=self.face_box(), face_rank=q.face_rank, face_hidden=q.face_hidden,
             head_box=tuple(boxes.get("head", full)), body_box=tuple(boxes.get("body", full)),
             residual_box=tuple(boxes.get("residual", full)), residual_rank=q.residual_rank,
-            residual_hidden=q.residual_hidden,
+            residual_hidden=q.residual_hidden, layers=q.layers,
         )
 
     def initialise(self, progress) -> StudentNet:
@@ -523,18 +524,20 @@ class _Run:
         basis = v[:, : q.face_rank].T.contiguous()  # (K, h*w*4), orthonormal rows
         progress.advance(task)
         # Flows first, so the boxes (and the config) are known before the net is built.
-        head_w, head_box = self._fit_flow("head", HEAD_INDICES, source)
+        head_w, head_box, head_data = self._fit_flow("head", HEAD_INDICES)
         progress.advance(task)
-        body_w, body_box = self._fit_flow("body", BODY_INDICES, source)
+        body_w, body_box, _ = self._fit_flow("body", BODY_INDICES)
         progress.advance(task)
+        logits, layer_w = self._split_layers(head_w, head_box, *head_data)
         self.state["boxes"] = {"head": head_box, "body": body_box,
                                "residual": _union_box(head_box, body_box)}
         net = self.new_net()
         with torch.no_grad():
             net.face_basis.copy_(basis.reshape(q.face_rank, height, width, 4))
-            net.head_basis.copy_(torch.from_numpy(head_w))
+            net.head_basis.copy_(torch.from_numpy(layer_w))
+            net.layer_logits.copy_(torch.from_numpy(logits))
             net.body_basis.copy_(torch.from_numpy(body_w))
-            net.residual_basis.normal_(0.0, 1e-3)
+            net.residual_basis.zero_()
         # Face MLP onto the PCA coefficients (all face frames).
         coefficients = []
         for start in range(0, len(patches), 500):
@@ -556,9 +559,10 @@ class _Run:
         progress.advance(task)
         return net
 
-    def _fit_flow(self, kind: str, indices: tuple[int, int, int], source: np.ndarray
-                  ) -> tuple[np.ndarray, list[int]]:
-        """Least-squares basis (T, h, w, 2) over its support box from DIS optical flow."""
+    def _fit_flow(self, kind: str, indices: tuple[int, int, int]
+                  ) -> tuple[np.ndarray, list[int], tuple[np.ndarray, np.ndarray]]:
+        """Least-squares basis (T, h, w, 2) over its support box from DIS optical flow,
+        the box (field pixels) and the data (features (N, T), flows (N, S, S, 2))."""
         frames = self.frames(kind)
         poses = sample_poses(kind, len(frames), self.seed)
         neutral_gray = _flow_gray(self.rgba)
@@ -575,12 +579,11 @@ class _Run:
             flows[n] = cv2.resize(flow, (field, field), interpolation=cv2.INTER_AREA)
         exponents = np.array(monomial_exponents(3, 3), np.float64)
         features = np.prod(poses[:, list(indices)][:, None, :].astype(np.float64) ** exponents,
-                           axis=-1)
+                           axis=-1).astype(np.float32)
         gram = features.T @ features + 1e-3 * np.eye(features.shape[1])
-        weights = np.linalg.solve(gram, features.T @ flows.reshape(len(frames), -1).astype(
-            np.float64)).astype(np.float32).reshape(-1, field, field, 2)
-        predicted = np.abs(np.einsum("nt,thwc->nhwc", features[:200].astype(np.float32),
-                                     weights)).max(axis=(0, 3))
+        weights = np.linalg.solve(gram, features.T @ flows.reshape(len(frames), -1)).astype(
+            np.float32).reshape(-1, field, field, 2)
+        predicted = np.abs(np.einsum("nt,thwc->nhwc", features[:200], weights)).max(axis=(0, 3))
         ys, xs = np.nonzero(predicted > 0.2)
         if len(ys) == 0:
             box = [0, 0, 8, 8]
@@ -591,7 +594,78 @@ class _Run:
             box = [int(t), int(lft), int(b - t), int(r - lft)]
         t, lft, h, w = box
         self.log(f"{kind} flow: box {box}, max |flow| {np.abs(flows).max():.1f} px")
-        return np.ascontiguousarray(weights[:, t : t + h, lft : lft + w]), box
+        return (np.ascontiguousarray(weights[:, t : t + h, lft : lft + w]), box,
+                (features, flows))
+
+    def _split_layers(self, head_w: np.ndarray, box: list[int], features: np.ndarray,
+                      flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Initial depth layers: cluster the pixels by how they move with the head at rest
+        (the first-order terms of the head flow), order them back to front by how far they
+        follow a head turn, then fit each layer's flow on the pixels that show it."""
+        layers = self.q.layers
+        size, field = SIZE, 256
+        t, lft, h, w = box
+        if layers == 1:
+            return np.zeros((1, size, size), np.float32), head_w[None]
+        linear = head_w[1:4].transpose(1, 2, 0, 3).reshape(h, w, 6)  # d flow / d (x, y, z)
+        alpha = cv2.resize(self.rgba[..., 3].astype(np.float32) / 255, (field, field),
+                           interpolation=cv2.INTER_AREA)[t : t + h, lft : lft + w]
+        points = linear[alpha > 0.5]
+        turn = -linear[..., 2]  # how far a pixel follows head_y (flows point backwards)
+        order = np.argsort(-points[:, 2])
+        centres = points[order[((np.arange(layers) + 0.5) / layers * len(order)).astype(int)]]
+        for _ in range(20):
+            labels = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+            for k in range(layers):
+                if (labels == k).any():
+                    centres[k] = points[labels == k].mean(0)
+        labels = ((linear[..., None, :] - centres) ** 2).sum(-1).argmin(-1)  # (h, w)
+        opaque = alpha > 0.5
+        follow = np.array([turn[opaque & (labels == k)].mean() if (opaque & (labels == k)).any()
+                           else 0.0 for k in range(layers)])
+        motion = np.linalg.norm(centres, axis=1)
+        static = int(motion.argmin())
+        # The part that does not follow the head (neck, body) lies behind the face but in
+        # front of anything that turns the other way (back hair).
+        others = [follow[k] for k in range(layers) if k != static and follow[k] >= -1.0]
+        keys = follow.copy()
+        if others:
+            keys[static] = min(others) - 0.01
+        rank = np.empty(layers, int)
+        rank[np.argsort(keys)] = np.arange(layers)
+        full = np.full((field, field), rank[static], np.int64)
+        full[t : t + h, lft : lft + w] = rank[labels]
+        full_image = cv2.resize(full.astype(np.uint8), (size, size),
+                                interpolation=cv2.INTER_NEAREST)
+        logits = np.where(np.arange(layers)[:, None, None] == full_image[None], 8.0, 0.0)
+        sizes = np.bincount(full[t : t + h, lft : lft + w].ravel(), minlength=layers)
+        self.log(f"layers back to front: {sizes.tolist()} field pixels, following head_y by"
+                 f" {np.round(np.sort(keys), 1).tolist()} px")
+        # Per-layer flow: least squares weighted by which layer each output pixel shows
+        # (the layer under the source pixel it reads), pulled towards the joint fit.
+        terms = features.shape[1]
+        count = len(features)
+        onehot = (full[None] == np.arange(layers)[:, None, None]).astype(np.float32)
+        gy, gx = np.mgrid[0:field, 0:field].astype(np.float32)
+        shown = np.empty((layers, count, h, w), np.float32)
+        for n in range(count):
+            mx = gx + flows[n, ..., 0] * field / size
+            my = gy + flows[n, ..., 1] * field / size
+            for k in range(layers):
+                shown[k, n] = cv2.remap(onehot[k], mx, my, cv2.INTER_LINEAR,
+                                        borderMode=cv2.BORDER_REPLICATE)[t : t + h, lft : lft + w]
+        box_flows = flows[:, t : t + h, lft : lft + w].reshape(count, -1, 2)
+        outer = (features[:, :, None] * features[:, None, :]).reshape(count, -1)
+        prior = 2.0
+        out = np.empty((layers, terms, h, w, 2), np.float32)
+        for k in range(layers):
+            weight = shown[k].reshape(count, -1)  # (N, P)
+            gram = (weight.T @ outer).reshape(-1, terms, terms) + prior * np.eye(terms)
+            joint = head_w.reshape(terms, -1, 2).transpose(1, 0, 2)  # (P, T, 2)
+            rhs = np.stack([(weight * box_flows[..., c]).T @ features for c in range(2)], -1)
+            rhs += prior * joint
+            out[k] = np.linalg.solve(gram, rhs).transpose(1, 0, 2).reshape(terms, h, w, 2)
+        return logits.astype(np.float32), out
 
     def train(self, net: StudentNet, progress) -> None:
         """End to end on image loss, with checkpoints; stops at the step or time budget."""
@@ -607,7 +681,8 @@ class _Run:
         alpha_boxes = {k: _foreground_points(v) for k, v in sets.items()}
         groups = [
             {"params": [net.head_basis, net.body_basis], "lr": 0.02},
-            {"params": [net.face_basis, net.residual_basis], "lr": 1e-3},
+            {"params": [net.face_basis, net.residual_basis, net.layer_fill], "lr": 1e-3},
+            {"params": [net.layer_logits], "lr": 0.02},
             {"params": [*net.face_mlp.parameters(), *net.residual_mlp.parameters()], "lr": 1e-3},
         ]
         base_lrs = [g["lr"] for g in groups]
