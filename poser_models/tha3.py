@@ -696,6 +696,7 @@ class _OnnxRunner:
 
 def onnx_available() -> bool:
     try:
+        import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
         return False
@@ -710,14 +711,17 @@ class _StableInstanceNorm(nn.Module):
 
     def __init__(self, norm: nn.InstanceNorm2d):
         super().__init__()
-        self.weight, self.bias, self.eps = norm.weight, norm.bias, norm.eps
+        # Pre-shaped plain buffers: the exporter mis-wires deduplicated parameters that are
+        # sliced in the graph (seen with default-initialised, identical norms).
+        self.register_buffer("gamma", norm.weight.detach().reshape(1, -1, 1, 1).clone())
+        self.register_buffer("beta", norm.bias.detach().reshape(1, -1, 1, 1).clone())
+        self.eps = norm.eps
 
     def forward(self, x: Tensor) -> Tensor:
         mean = x.mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
         centred = x - mean
         var = (centred * centred).mean(dim=3, keepdim=True).mean(dim=2, keepdim=True)
-        scale = self.weight[None, :, None, None] * torch.rsqrt(var + self.eps)
-        return centred * scale + self.bias[None, :, None, None]
+        return centred * (self.gamma * torch.rsqrt(var + self.eps)) + self.beta
 
 
 def _with_stable_norms(module: nn.Module) -> nn.Module:
@@ -730,11 +734,13 @@ def _with_stable_norms(module: nn.Module) -> nn.Module:
 
 
 def _export_onnx_bytes(module: nn.Module, network: str) -> bytes:
+    """fp32 ONNX graph of one network (batch 1), weights as constant initializers."""
     import copy
     import warnings
 
-    module = _with_stable_norms(copy.deepcopy(module).float().eval())
+    import onnx
 
+    module = _with_stable_norms(copy.deepcopy(module).float().eval())
     inputs = tuple(torch.zeros(shape) for shape in INPUT_SHAPES[network])
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -745,10 +751,20 @@ def _export_onnx_bytes(module: nn.Module, network: str) -> bytes:
             buffer,
             opset_version=ONNX_OPSET,
             dynamo=False,
+            # The exporter's initializer deduplication mis-wires identical tensors (e.g. norms
+            # still at their initial values), so it is turned off here ...
+            keep_initializers_as_inputs=True,
             input_names=[f"in{i}" for i in range(len(inputs))],
             output_names=[f"out{i}_{name}" for i, name in enumerate(OUTPUT_NAMES[network])],
         )
-    return buffer.getvalue()
+    # ... and the weights are then removed from the graph inputs again, so that ONNX Runtime
+    # treats them as constants (prepacking, fusions: ~15 % faster).
+    model = onnx.load_from_string(buffer.getvalue())
+    weights = {initializer.name for initializer in model.graph.initializer}
+    inputs_only = [i for i in model.graph.input if i.name not in weights]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs_only)
+    return model.SerializeToString()
 
 
 def _sha256(path: Path) -> str:
@@ -876,7 +892,9 @@ class THA3Poser:
         if backend == "auto":
             backend = "eager" if on_cuda or not onnx_available() else "onnx"
         if backend == "onnx" and not onnx_available():
-            raise PuppetError("The onnx backend needs ONNX Runtime.", "pip install 'puppet[onnx]'.")
+            raise PuppetError(
+                "The onnx backend needs onnxruntime and onnx.", "pip install 'puppet[onnx]'."
+            )
         if on_cuda and backend != "eager":
             raise PuppetError(f"Backend {backend!r} is CPU-only.", "Use backend 'eager' on CUDA.")
         self.backend = backend
