@@ -1070,20 +1070,13 @@ class THA3Poser:
 def create_poser(argument: str, device: str = "cpu") -> tuple[THA3Poser, None]:
     """Registry factory for ``tha3:<variant>[@DIR]``: an unloaded poser, no own character.
 
-    Without DIR the variant's installed folder (``puppet models import``) is used.
+    DIR is the folder with the five ``.pt`` files (or its parent); without it the copy
+    installed by ``puppet models import``/``fetch`` is used.
     """
+    from puppet.models import find_tha3_variant_dir
+
     variant, _, folder = argument.partition("@")
     variant = variant.strip()
     variant_config(variant)
-    if folder:
-        model_dir = Path(folder).expanduser()
-        if not model_dir.is_dir():
-            raise PuppetError(
-                f"THA3 model folder {folder!r} does not exist.",
-                f"Give the folder holding the five {variant} .pt files.",
-            )
-    else:
-        from puppet.models import find_tha3_variant_dir
-
-        model_dir = find_tha3_variant_dir(variant, None)
+    model_dir = find_tha3_variant_dir(variant, Path(folder) if folder else None)
     return THA3Poser(variant, model_dir, device=device), None

@@ -442,8 +442,14 @@ def test_factory_refuses_unknown_variant_listing_all():
 
 
 def test_factory_refuses_missing_folder(tmp_path):
-    with pytest.raises(PuppetError, match="does not exist"):
+    with pytest.raises(PuppetError, match="does not hold the THA3 separable_float files"):
         tha3.create_poser(f"separable_float@{tmp_path / 'nope'}", "cpu")
+
+
+def test_factory_without_folder_needs_installed_weights():
+    """PUPPET_DATA_DIR is an empty temp dir in tests: nothing is installed."""
+    with pytest.raises(PuppetError, match="not installed"):
+        tha3.create_poser("separable_float", "cpu")
 
 
 def test_factory_returns_unloaded_poser(separable_dir):
