@@ -115,10 +115,17 @@ class FaceToPose:
         self.timer = timer
         self.lipsync = lip
         self.last_observation = None
+        self._tracking_error_reported = False
 
     def __call__(self, image: np.ndarray, t: float) -> PoseVector:
         with self.timer.stage("tracking"):
-            observation = self.tracker.detect(image, int(round(t * 1000)))
+            try:
+                observation = self.tracker.detect(image, int(round(t * 1000)))
+            except Exception as error:  # noqa: BLE001 - a bad frame must not end the stream
+                if not self._tracking_error_reported:
+                    log.warning("tracking failed on a frame (treated as no face): %s", error)
+                    self._tracking_error_reported = True
+                observation = None
         self.last_observation = observation
         with self.timer.stage("mapping"):
             return self.mapper.update(observation, t)
@@ -187,6 +194,10 @@ class _TrackPlayer:
     def finished(self) -> bool:
         return self._position >= len(self._frames)
 
+    @property
+    def start_time(self) -> float:
+        return self._frames[0].t
+
     def next_pose(self) -> tuple[float, PoseVector]:
         frame = self._frames[self._position]
         self._position += 1
@@ -248,12 +259,14 @@ def run_live(
         names = [output.name for output in outputs.outputs]
         recorder = None
         if config.record is not None:
-            recorder = stack.enter_context(PoseTrackWriter(config.record, fps))
+            # Whatever ends the session, the frames recorded so far are kept.
+            recorder = PoseTrackWriter(config.record, fps)
+            stack.callback(recorder.close)
         stack.enter_context(_stop_on_sigint(stop))
 
         log.info("live: %s -> %s", config.source, ", ".join(names) or "no outputs")
         start = time.perf_counter()
-        player_offset = player._frames[0].t if player is not None else 0.0
+        player_offset = player.start_time if player is not None else 0.0
         index = 0
         pose = PoseVector()
         while not stop.is_set() and not controls.stop_requested.is_set():
@@ -276,11 +289,13 @@ def run_live(
             else:
                 assert source is not None and face_to_pose is not None
                 with timer.stage("capture"):
-                    captured = source.read(timeout=0.5)
+                    captured = source.read(timeout=1.0 / config.fps)
                 if captured is None:
                     if source.is_file and source.finished:
                         break
-                    # No camera frame (unplugged / reconnecting): keep animating, face lost.
+                    if source.connected:
+                        continue  # no new frame yet
+                    # Camera gone (unplugged, reconnecting): keep animating, face lost.
                     with timer.stage("mapping"):
                         pose = face_to_pose.mapper.update(None, t)
                 else:
