@@ -131,3 +131,22 @@ def test_render_bad_output_extension(tmp_path):
     with pytest.raises(PuppetError):
         render(RenderConfig(driver=track, output=str(tmp_path / "o.xyz"), poser=POSER))
     assert not (tmp_path / "o.xyz").exists()
+
+
+def test_render_png_directory_matches_official_straight_alpha(tmp_path, fixtures_dir):
+    """`puppet render TRACK DIR/` with the official THA4 student writes the same straight-alpha
+    PNGs as the official converter (fixture *_straight.png; colour compared where alpha >= 8,
+    since dividing by a tiny alpha amplifies float noise)."""
+    student = fixtures_dir / "tha4_student" / "lambda_00"
+    expected = np.load(student / "expected_outputs.npz")
+    poses = [PoseFrame(j / 30, PoseVector(expected["pose"][j])) for j in (0, 1)]
+    write_track(tmp_path / "t.jsonl", 30.0, poses)
+    render(RenderConfig(driver=tmp_path / "t.jsonl", output=f"{tmp_path / 'png'}/",
+                        poser=f"tha4-student:{student}"))  # fmt: skip
+    for j, name in ((0, "neutral"), (1, "blink")):
+        ours = np.asarray(Image.open(tmp_path / "png" / f"{j:06d}.png")).astype(int)
+        reference = np.asarray(Image.open(student / f"output_{j}_{name}_straight.png")).astype(int)
+        assert ours.shape == reference.shape == (512, 512, 4)
+        assert np.abs(ours[..., 3] - reference[..., 3]).max() <= 1
+        covered = reference[..., 3] >= 8
+        assert np.abs(ours[..., :3] - reference[..., :3])[covered].max() <= 1
