@@ -74,7 +74,8 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, default=DEFAULT_STUDENT_DIR)
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "student_contact_sheet.png")
+    parser.add_argument("--out", type=Path,
+                        default=REPO_ROOT / "docs" / "student_contact_sheet.png")
     args = parser.parse_args()
     print(make_sheet(args.student, args.out))
 

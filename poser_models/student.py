@@ -60,7 +60,8 @@ class StudentConfig:
     face_hidden: int = 128
     field_size: int = 256  # resolution of the flow and residual fields (full frame)
     head_box: Box = (0, 0, 256, 256)  # in field pixels
-    body_box: Box = (0, 0, 256, 256)
+    body_box: Box = (0, 0, 128, 128)  # in body-field pixels
+    body_field_size: int = 128  # body motion is smooth within a layer: a coarser field
     head_degree: int = 3
     body_degree: int = 3
     residual_box: Box = (0, 0, 256, 256)
@@ -99,7 +100,7 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
     shapes["layer.logits"] = (c.layers, c.image_size, c.image_size)
     shapes["layer.fill"] = (c.layers, c.head_box[2], c.head_box[3], 4)
     shapes["body.basis"] = (
-        len(monomial_exponents(3, c.body_degree)), c.body_box[2], c.body_box[3], 2
+        c.layers, len(monomial_exponents(3, c.body_degree)), c.body_box[2], c.body_box[3], 2
     )
     shapes["residual.basis"] = (c.residual_rank, c.residual_box[2], c.residual_box[3], 4)
     mlp("residual.mlp", NUM_PARAMETERS, c.residual_hidden, c.residual_rank)
@@ -222,31 +223,31 @@ class StudentNet(nn.Module):
         coefficients = self.face_mlp(pose[:, :FACE_INPUTS])
         return torch.einsum("bk,khwc->bhwc", coefficients, self.face_basis)
 
-    def _field(self, coefficients: Tensor, basis: Tensor, box: Box) -> Tensor:
-        """Mix a boxed basis and paste it into a zero (B, C, S, S) field."""
-        size = self.config.field_size
+    def _field(self, coefficients: Tensor, basis: Tensor, box: Box, size: int) -> Tensor:
+        """Mix a boxed basis and paste it into a zero (B, C, size, size) field."""
         mixed = torch.einsum("bk,khwc->bchw", coefficients, basis)
         top, left, height, width = box
         return F.pad(mixed, (left, size - left - width, top, size - top - height))
 
-    def fields(self, pose: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+    def fields(self, pose: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         """Per-layer head flows and the body flow (B, 2, S, S) in pixels; residual (B, 4, S, S)."""
         c = self.config
         head_terms = self.monomials(pose[:, list(HEAD_INDICES)], self.head_exponents)
-        head = [self._field(head_terms, self.head_basis[layer], c.head_box)
+        head = [self._field(head_terms, self.head_basis[layer], c.head_box, c.field_size)
                 for layer in range(c.layers)]
-        body = self._field(
-            self.monomials(pose[:, list(BODY_INDICES)], self.body_exponents), self.body_basis,
-            c.body_box,
-        )
-        residual = self._field(self.residual_mlp(pose), self.residual_basis, c.residual_box)
+        body_terms = self.monomials(pose[:, list(BODY_INDICES)], self.body_exponents)
+        body = [self._field(body_terms, self.body_basis[layer], c.body_box, c.body_field_size)
+                for layer in range(c.layers)]
+        residual = self._field(self.residual_mlp(pose), self.residual_basis, c.residual_box,
+                               c.field_size)
         return head, body, residual
 
     def _sample_field(self, field_: Tensor, points: Tensor) -> Tensor:
         """Bilinear field value at image-pixel points (B, H, W, 2), as cv2.resize+remap do."""
-        scale = self.config.field_size / self.config.image_size
+        size = field_.shape[-1]
+        scale = size / self.config.image_size
         coords = (points + 0.5) * scale - 0.5
-        grid = coords * (2.0 / (self.config.field_size - 1)) - 1.0
+        grid = coords * (2.0 / (size - 1)) - 1.0
         return F.grid_sample(field_, grid, mode="bilinear", padding_mode="border",
                              align_corners=True)
 
@@ -277,15 +278,19 @@ class StudentNet(nn.Module):
         delta = self.face_delta(pose).permute(0, 3, 1, 2)
         masks, layers = self.layer_sources(source)
         head, body, residual = self.fields(pose)
-        q = points + self._sample_field(body, points).permute(0, 2, 3, 1)
         out = None
         for layer in range(c.layers):
+            q = points + self._sample_field(body[layer], points).permute(0, 2, 3, 1)
             r = q + self._sample_field(head[layer], q).permute(0, 2, 3, 1)
             grid = r * (2.0 / (size - 1)) - 1.0
             # Replicating the border continues a character cut off by the frame (the chest at
             # the bottom) when the body moves; THA images are transparent at every other edge.
-            image = F.grid_sample(layers[layer : layer + 1].expand(batch, -1, -1, -1), grid,
+            # All crops in one grid: the gradient then has one image's size, not the batch's.
+            height_out, width_out = grid.shape[1:3]
+            image = F.grid_sample(layers[layer : layer + 1],
+                                  grid.reshape(1, batch * height_out, width_out, 2),
                                   mode="bilinear", padding_mode="border", align_corners=True)
+            image = image.reshape(4, batch, height_out, width_out).transpose(0, 1)
             # The face change lives in the face box only: sample it there (bilinear sampling
             # is linear, so this equals sampling the pasted image).
             box_grid = torch.stack(
@@ -417,7 +422,9 @@ class StudentPoser:
         terms = len(monomial_exponents(3, c.head_degree))
         self._head_basis = [torch.from_numpy(np.ascontiguousarray(
             t["head.basis"][layer].reshape(terms, -1))) for layer in range(c.layers)]
-        self._body_basis = flat("body.basis", t["body.basis"].shape[0])
+        self._body_basis = [torch.from_numpy(np.ascontiguousarray(
+            t["body.basis"][layer].reshape(t["body.basis"].shape[1], -1)))
+            for layer in range(c.layers)]
         self._residual_basis = flat("residual.basis", c.residual_rank)
         self._face_mlp = [(t[f"face.mlp.{i}.weight"].T.copy(), t[f"face.mlp.{i}.bias"])
                           for i in range(3)]
@@ -437,7 +444,8 @@ class StudentPoser:
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._grid_x, self._grid_y = xs, ys
         self._head_fields = [np.zeros((fs, fs, 2), np.float32) for _ in range(c.layers)]
-        self._body_field = np.zeros((fs, fs, 2), np.float32)
+        self._body_fields = [np.zeros((c.body_field_size, c.body_field_size, 2), np.float32)
+                             for _ in range(c.layers)]
         self._residual_field = np.zeros((fs, fs, 4), np.float32)
         self._layers: np.ndarray | None = None  # (L, H, W, 4) pose-independent layer images
         self._work: np.ndarray | None = None
@@ -515,17 +523,18 @@ class StudentPoser:
         box = (slice(top, top + height), slice(left, left + width))
         head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
         body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
-        self._mix(body, self._body_basis, c.body_box, self._body_field)
         self._mix(self._mlp(self._residual_mlp, x), self._residual_basis, c.residual_box,
                   self._residual_field)
         size = c.image_size
-        body_flow = cv2.resize(self._body_field, (size, size), interpolation=cv2.INTER_LINEAR)
-        qx = self._grid_x + body_flow[..., 0]
-        qy = self._grid_y + body_flow[..., 1]
         scale = c.field_size / size
-        fx, fy = (qx + 0.5) * scale - 0.5, (qy + 0.5) * scale - 0.5
         out: np.ndarray | None = None
         for layer in range(c.layers):
+            self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
+            body_flow = cv2.resize(self._body_fields[layer], (size, size),
+                                   interpolation=cv2.INTER_LINEAR)
+            qx = self._grid_x + body_flow[..., 0]
+            qy = self._grid_y + body_flow[..., 1]
+            fx, fy = (qx + 0.5) * scale - 0.5, (qy + 0.5) * scale - 0.5
             work = self._work[layer]
             work[box] = self._layers[layer][box] + face * self._masks[layer][box]
             self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])

@@ -139,29 +139,28 @@ class Quality:
     residual_rank: int
     residual_hidden: int
     regress_steps: int  # face MLP onto PCA coefficients
-    face_steps: int  # face stage alone on face patches
     train_steps: int  # end to end
     batch: int
     crop: int
-    minutes: float
-    layers: int = 4  # time budget of the whole run (rendering included)
+    minutes: float  # time budget of the whole run (rendering included)
+    layers: int = 3  # depth layers of the student
 
 
 QUALITIES: dict[str, Quality] = {
     "test": Quality(
         face_frames=160, head_frames=60, body_frames=60, joint_frames=100, heldout_frames=8,
         face_rank=12, face_hidden=48, residual_rank=6, residual_hidden=32,
-        regress_steps=200, face_steps=60, train_steps=60, batch=4, crop=96, minutes=3.0,
+        regress_steps=200, train_steps=60, batch=4, crop=96, minutes=3.0,
     ),
     "fast": Quality(
         face_frames=1000, head_frames=300, body_frames=300, joint_frames=800, heldout_frames=24,
         face_rank=32, face_hidden=96, residual_rank=16, residual_hidden=64,
-        regress_steps=1500, face_steps=800, train_steps=1500, batch=6, crop=128, minutes=15.0,
+        regress_steps=1500, train_steps=1500, batch=6, crop=128, minutes=15.0,
     ),
     "default": Quality(
         face_frames=4000, head_frames=1000, body_frames=1000, joint_frames=3000,
-        heldout_frames=64, face_rank=48, face_hidden=128, residual_rank=32, residual_hidden=64,
-        regress_steps=3000, face_steps=3000, train_steps=12000, batch=8, crop=128, minutes=58.0,
+        heldout_frames=64, face_rank=64, face_hidden=128, residual_rank=16, residual_hidden=64,
+        regress_steps=3000, train_steps=16000, batch=8, crop=128, minutes=58.0, layers=3,
     ),
 }
 
@@ -500,7 +499,8 @@ class _Run:
         full = (0, 0, 256, 256)
         return StudentConfig(
             face_box=self.face_box(), face_rank=q.face_rank, face_hidden=q.face_hidden,
-            head_box=tuple(boxes.get("head", full)), body_box=tuple(boxes.get("body", full)),
+            head_box=tuple(boxes.get("head", full)),
+            body_box=tuple(boxes.get("body", (0, 0, 128, 128))),
             residual_box=tuple(boxes.get("residual", full)), residual_rank=q.residual_rank,
             residual_hidden=q.residual_hidden, layers=q.layers,
         )
@@ -526,11 +526,13 @@ class _Run:
         # Flows first, so the boxes (and the config) are known before the net is built.
         head_w, head_box, head_data = self._fit_flow("head", HEAD_INDICES)
         progress.advance(task)
-        body_w, body_box, _ = self._fit_flow("body", BODY_INDICES)
+        body_w, body_box, body_data = self._fit_flow("body", BODY_INDICES)
         progress.advance(task)
-        logits, layer_w = self._split_layers(head_w, head_box, *head_data)
-        self.state["boxes"] = {"head": head_box, "body": body_box,
-                               "residual": _union_box(head_box, body_box)}
+        labels, logits = self._layer_labels(head_w, head_box)
+        layer_w = self._fit_layers(head_w, head_box, *head_data, labels)
+        body_layers = self._fit_layers(body_w, body_box, *body_data, labels)
+        body_w, body_box = _coarser(body_layers, body_box, StudentConfig.body_field_size)
+        self.state["boxes"] = {"head": head_box, "body": body_box, "residual": head_box}
         net = self.new_net()
         with torch.no_grad():
             net.face_basis.copy_(basis.reshape(q.face_rank, height, width, 4))
@@ -575,7 +577,9 @@ class _Run:
             frame = np.asarray(frames[n])
             flow = dis.calc(_flow_gray(frame), neutral_gray, None)
             near = cv2.dilate(((frame[..., 3] > 0) | source_alpha).astype(np.uint8), kernel) > 0
-            flow[~near] = 0.0
+            # Far from the character, and where the estimate is implausibly large (flat
+            # regions, the frame edge), there is nothing to learn from the optical flow.
+            flow[~near | (np.abs(flow).max(axis=-1) > 80.0)] = 0.0
             flows[n] = cv2.resize(flow, (field, field), interpolation=cv2.INTER_AREA)
         exponents = np.array(monomial_exponents(3, 3), np.float64)
         features = np.prod(poses[:, list(indices)][:, None, :].astype(np.float64) ** exponents,
@@ -597,55 +601,60 @@ class _Run:
         return (np.ascontiguousarray(weights[:, t : t + h, lft : lft + w]), box,
                 (features, flows))
 
-    def _split_layers(self, head_w: np.ndarray, box: list[int], features: np.ndarray,
-                      flows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Initial depth layers: cluster the pixels by how they move with the head at rest
-        (the first-order terms of the head flow), order them back to front by how far they
-        follow a head turn, then fit each layer's flow on the pixels that show it."""
+    def _layer_labels(self, head_w: np.ndarray, box: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Initial depth layers: cluster the pixels by how far they follow a head turn and a
+        nod at rest (first-order terms of the head flow; parallax sets them apart), ordered
+        back to front. Returns per-field-pixel layer indices (S, S) and mask logits."""
         layers = self.q.layers
         size, field = SIZE, 256
         t, lft, h, w = box
         if layers == 1:
-            return np.zeros((1, size, size), np.float32), head_w[None]
-        linear = head_w[1:4].transpose(1, 2, 0, 3).reshape(h, w, 6)  # d flow / d (x, y, z)
+            return np.zeros((field, field), np.int64), np.zeros((1, size, size), np.float32)
+        # Backward flows: minus sign for how far a pixel moves with head_y (x) and head_x (y).
+        follow_xy = -np.stack([head_w[2, ..., 0], head_w[1, ..., 1]], axis=-1)  # (h, w, 2)
         alpha = cv2.resize(self.rgba[..., 3].astype(np.float32) / 255, (field, field),
                            interpolation=cv2.INTER_AREA)[t : t + h, lft : lft + w]
-        points = linear[alpha > 0.5]
-        turn = -linear[..., 2]  # how far a pixel follows head_y (flows point backwards)
-        order = np.argsort(-points[:, 2])
+        opaque = alpha > 0.5
+        points = follow_xy[opaque]
+        order = np.argsort(points[:, 0])
         centres = points[order[((np.arange(layers) + 0.5) / layers * len(order)).astype(int)]]
-        for _ in range(20):
+        for _ in range(25):
             labels = ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
             for k in range(layers):
                 if (labels == k).any():
                     centres[k] = points[labels == k].mean(0)
-        labels = ((linear[..., None, :] - centres) ** 2).sum(-1).argmin(-1)  # (h, w)
-        opaque = alpha > 0.5
-        follow = np.array([turn[opaque & (labels == k)].mean() if (opaque & (labels == k)).any()
-                           else 0.0 for k in range(layers)])
-        motion = np.linalg.norm(centres, axis=1)
-        static = int(motion.argmin())
-        # The part that does not follow the head (neck, body) lies behind the face but in
-        # front of anything that turns the other way (back hair).
-        others = [follow[k] for k in range(layers) if k != static and follow[k] >= -1.0]
-        keys = follow.copy()
+        labels = ((follow_xy[..., None, :] - centres) ** 2).sum(-1).argmin(-1)  # (h, w)
+        keys = centres[:, 0].copy()
+        static = int(np.linalg.norm(centres, axis=1).argmin())
+        # What does not follow the head (neck, body) lies behind the face but in front of
+        # anything that turns the other way (back hair).
+        others = [keys[k] for k in range(layers) if k != static and keys[k] >= -1.0]
         if others:
             keys[static] = min(others) - 0.01
-        rank = np.empty(layers, int)
+        rank = np.empty(layers, np.int64)
         rank[np.argsort(keys)] = np.arange(layers)
         full = np.full((field, field), rank[static], np.int64)
         full[t : t + h, lft : lft + w] = rank[labels]
         full_image = cv2.resize(full.astype(np.uint8), (size, size),
                                 interpolation=cv2.INTER_NEAREST)
         logits = np.where(np.arange(layers)[:, None, None] == full_image[None], 8.0, 0.0)
-        sizes = np.bincount(full[t : t + h, lft : lft + w].ravel(), minlength=layers)
-        self.log(f"layers back to front: {sizes.tolist()} field pixels, following head_y by"
-                 f" {np.round(np.sort(keys), 1).tolist()} px")
-        # Per-layer flow: least squares weighted by which layer each output pixel shows
-        # (the layer under the source pixel it reads), pulled towards the joint fit.
-        terms = features.shape[1]
-        count = len(features)
-        onehot = (full[None] == np.arange(layers)[:, None, None]).astype(np.float32)
+        sizes = np.bincount(full[t : t + h, lft : lft + w][opaque], minlength=layers)
+        self.log(f"layers back to front: {sizes.tolist()} opaque field pixels, following a"
+                 f" head turn by {np.round(np.sort(keys), 1).tolist()} px")
+        return full, logits.astype(np.float32)
+
+    def _fit_layers(self, joint_w: np.ndarray, box: list[int], features: np.ndarray,
+                    flows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Per-layer flow bases (L, T, h, w, 2): least squares weighted by which layer each
+        output pixel shows (the layer under the source pixel it reads), pulled towards the
+        joint fit where a layer is rarely seen."""
+        layers = self.q.layers
+        if layers == 1:
+            return joint_w[None]
+        size, field = SIZE, 256
+        t, lft, h, w = box
+        terms, count = features.shape[1], len(features)
+        onehot = (labels[None] == np.arange(layers)[:, None, None]).astype(np.float32)
         gy, gx = np.mgrid[0:field, 0:field].astype(np.float32)
         shown = np.empty((layers, count, h, w), np.float32)
         for n in range(count):
@@ -656,16 +665,16 @@ class _Run:
                                         borderMode=cv2.BORDER_REPLICATE)[t : t + h, lft : lft + w]
         box_flows = flows[:, t : t + h, lft : lft + w].reshape(count, -1, 2)
         outer = (features[:, :, None] * features[:, None, :]).reshape(count, -1)
+        joint = joint_w.reshape(terms, -1, 2).transpose(1, 0, 2)  # (P, T, 2)
         prior = 2.0
         out = np.empty((layers, terms, h, w, 2), np.float32)
         for k in range(layers):
             weight = shown[k].reshape(count, -1)  # (N, P)
             gram = (weight.T @ outer).reshape(-1, terms, terms) + prior * np.eye(terms)
-            joint = head_w.reshape(terms, -1, 2).transpose(1, 0, 2)  # (P, T, 2)
             rhs = np.stack([(weight * box_flows[..., c]).T @ features for c in range(2)], -1)
-            rhs += prior * joint
-            out[k] = np.linalg.solve(gram, rhs).transpose(1, 0, 2).reshape(terms, h, w, 2)
-        return logits.astype(np.float32), out
+            out[k] = np.linalg.solve(gram, rhs + prior * joint).transpose(1, 0, 2).reshape(
+                terms, h, w, 2)
+        return out
 
     def train(self, net: StudentNet, progress) -> None:
         """End to end on image loss, with checkpoints; stops at the step or time budget."""
@@ -697,12 +706,19 @@ class _Run:
         weights = np.array([0.6, 0.2, 0.2])
         last_save = time.monotonic()
         crop = q.crop
+        running = 0.0
+        # The schedule follows the step count (reproducible); on a machine too slow to finish
+        # the steps in the time budget it follows the clock instead and ends on time.
+        start = self.state.setdefault("train_start_s", self.elapsed())
+        deadline = self.budget_s - max(60.0, 0.06 * self.budget_s)
         while step < total:
-            if self.elapsed() > self.budget_s * 0.85 and step > 0:
+            by_time = (self.elapsed() - start) / max(deadline - start, 1.0)
+            fraction = max(step / total, by_time)
+            if fraction >= 1.0:
                 self.log(f"time budget reached at step {step}/{total}")
                 break
             rng = np.random.default_rng([self.seed, 20, step])
-            lr_scale = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / total))
+            lr_scale = 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * fraction))
             for group, base in zip(optimiser.param_groups, base_lrs, strict=True):
                 group["lr"] = base * lr_scale
             batch_poses, targets, points = [], [], []
@@ -721,6 +737,9 @@ class _Run:
             target = torch.stack(targets).permute(0, 3, 1, 2).to(self.device)
             output = net(pose_t, source, torch.stack(points).to(self.device))
             loss = F.mse_loss(output, target) + 0.1 * F.l1_loss(output, target)
+            # A blurred copy of the loss reaches further: it pulls edges that are several
+            # pixels off towards their place, where the sharp loss alone sees no slope.
+            loss = loss + F.mse_loss(F.avg_pool2d(output, 8), F.avg_pool2d(target, 8))
             # The face stage alone on expression patches keeps it sharp where crops rarely land.
             index = rng.integers(0, len(face_frames), q.batch)
             patch = torch.from_numpy(np.stack([rgba_to_premultiplied_linear(face_frames[i])
@@ -731,6 +750,9 @@ class _Run:
             loss.backward()
             optimiser.step()
             step += 1
+            running = loss.item() if step == 1 else 0.99 * running + 0.01 * loss.item()
+            if step % 500 == 0:
+                self.state.setdefault("loss_log", []).append([step, running])
             progress.update(task, completed=step, description=f"train (loss {loss.item():.2e})")
             if time.monotonic() - last_save > 60 or step == total:
                 self._checkpoint(net, optimiser, step)
@@ -779,10 +801,18 @@ def _foreground_points(frames: np.ndarray, count: int = 64) -> list[tuple[np.nda
     return out
 
 
-def _union_box(a: list[int], b: list[int]) -> list[int]:
-    top, left = min(a[0], b[0]), min(a[1], b[1])
-    bottom, right = max(a[0] + a[2], b[0] + b[2]), max(a[1] + a[3], b[1] + b[3])
-    return [top, left, bottom - top, right - left]
+def _coarser(weights: np.ndarray, box: list[int], size: int) -> tuple[np.ndarray, list[int]]:
+    """Flow bases (L, T, h, w, 2) boxed in a 256 field -> the same in a ``size`` field."""
+    field = 256
+    factor = field // size
+    t, lft, h, w = box
+    full = np.zeros((*weights.shape[:2], field, field, 2), np.float32)
+    full[:, :, t : t + h, lft : lft + w] = weights
+    top, left = t // factor, lft // factor
+    bottom, right = -(-(t + h) // factor), -(-(lft + w) // factor)
+    coarse = full.reshape(*weights.shape[:2], size, factor, size, factor, 2).mean(axis=(3, 5))
+    return (np.ascontiguousarray(coarse[:, :, top:bottom, left:right]),
+            [top, left, bottom - top, right - left])
 
 
 # ---------------------------------------------------------------------------------------------
