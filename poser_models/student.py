@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from puppet.character import load_character
 from puppet.errors import PuppetError
-from puppet.pose import NUM_PARAMETERS, PARAMETER_NAMES, PoseVector
+from puppet.pose import LOWER, NUM_PARAMETERS, PARAMETER_NAMES, UPPER, PoseVector
 
 WEIGHTS_FILE = "student.safetensors"
 MANIFEST_FILE = "manifest.json"
@@ -491,6 +491,40 @@ class StudentPoser:
         source = rgba_to_premultiplied_linear(rgba)
         self._layers = source[None] * self._masks + self._fill
         self._work = self._layers.copy()
+        self._find_regions()
+
+    def _find_regions(self) -> None:
+        """Where each layer can appear: its content (and the face box, which the face stage
+        changes) grown by the largest flow its maps can make for poses in range. Work is done
+        only there; the rest of the frame stays transparent."""
+        assert self._layers is not None
+        c = self.config
+        size = c.image_size
+        top, left, height, width = c.face_box
+        self._regions = []
+        for layer in range(c.layers):
+            content = self._layers[layer][..., 3] > 1.0 / 1024
+            content[top : top + height, left : left + width] |= (
+                self._masks[layer][top : top + height, left : left + width, 0] > 1.0 / 1024)
+            if not content.any():
+                self._regions.append(None)
+                continue
+            # Every monomial of values in [-1, 1] is in [-1, 1]: sum |maps| bounds the flow.
+            reach = float(self._head_basis[layer].abs().sum(0).max()
+                          + self._body_basis[layer].abs().sum(0).max()) + 2.0
+            ys, xs = np.nonzero(content)
+            self._regions.append((
+                max(0, int(ys.min() - reach)), min(size, int(ys.max() + reach) + 2),
+                max(0, int(xs.min() - reach)), min(size, int(xs.max() + reach) + 2)))
+        rt, rl, rh, rw = c.residual_box
+        factor = size // c.field_size
+        residual = (max(0, rt * factor - 2), min(size, (rt + rh) * factor + 2),
+                    max(0, rl * factor - 2), min(size, (rl + rw) * factor + 2))
+        boxes = [r for r in self._regions if r is not None] + [residual]
+        self._residual_region = residual
+        self._union = (min(b[0] for b in boxes), max(b[1] for b in boxes),
+                       min(b[2] for b in boxes), max(b[3] for b in boxes))
+        self._out = np.zeros((size, size, 4), np.float32)
 
     # -- posing ------------------------------------------------------------------------------
     @staticmethod
@@ -512,49 +546,63 @@ class StudentPoser:
             coefficients, basis).reshape(height, width, out.shape[2])
 
     def pose_premultiplied(self, pose: PoseVector) -> np.ndarray:
-        """The posed frame as premultiplied linear float32 (512, 512, 4), unclipped."""
+        """The posed frame as premultiplied linear float32 (512, 512, 4), unclipped.
+
+        The array is reused by the next call: copy it to keep it.
+        """
         if self._layers is None or self._work is None:
             raise PuppetError("The student has no character loaded.", "Call load() first.")
         c = self.config
-        x = pose.values.astype(np.float32)
+        # The student learned the parameter ranges only; outside them it would extrapolate.
+        x = np.clip(pose.values, LOWER, UPPER).astype(np.float32)
         top, left, height, width = c.face_box
         face = self._combine(self._mlp(self._face_mlp, x[:FACE_INPUTS]), self._face_basis)
         face = face.reshape(height, width, 4)
         box = (slice(top, top + height), slice(left, left + width))
         head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
         body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
-        self._mix(self._mlp(self._residual_mlp, x), self._residual_basis, c.residual_box,
-                  self._residual_field)
         size = c.image_size
         scale = c.field_size / size
-        out: np.ndarray | None = None
-        for layer in range(c.layers):
+        out = self._out
+        u0, u1, u2, u3 = self._union
+        out[u0:u1, u2:u3] = 0.0
+        for layer, region in enumerate(self._regions):
+            if region is None:
+                continue
+            y0, y1, x0, x1 = region
             self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
             body_flow = cv2.resize(self._body_fields[layer], (size, size),
-                                   interpolation=cv2.INTER_LINEAR)
-            qx = self._grid_x + body_flow[..., 0]
-            qy = self._grid_y + body_flow[..., 1]
-            fx, fy = (qx + 0.5) * scale - 0.5, (qy + 0.5) * scale - 0.5
+                                   interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+            qx = self._grid_x[y0:y1, x0:x1] + body_flow[..., 0]
+            qy = self._grid_y[y0:y1, x0:x1] + body_flow[..., 1]
             work = self._work[layer]
             work[box] = self._layers[layer][box] + face * self._masks[layer][box]
             self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
-            head_flow = cv2.remap(self._head_fields[layer], fx, fy, cv2.INTER_LINEAR,
+            head_flow = cv2.remap(self._head_fields[layer], (qx + 0.5) * scale - 0.5,
+                                  (qy + 0.5) * scale - 0.5, cv2.INTER_LINEAR,
                                   borderMode=cv2.BORDER_REPLICATE)
+            qx += head_flow[..., 0]
+            qy += head_flow[..., 1]
             # Replicating the border continues a character cut off by the frame (the chest
             # at the bottom) when the body moves; THA images are transparent at other edges.
-            image = cv2.remap(work, qx + head_flow[..., 0], qy + head_flow[..., 1],
-                              cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            if out is None:
-                out = image
-            else:
-                out *= 1.0 - image[..., 3:4]
-                out += image
-        assert out is not None
-        out += cv2.resize(self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR)
+            image = cv2.remap(work, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            # Back to front, "over" in premultiplied alpha.
+            target = out[y0:y1, x0:x1]
+            target *= 1.0 - image[..., 3:4]
+            target += image
+        self._mix(self._mlp(self._residual_mlp, x), self._residual_basis, c.residual_box,
+                  self._residual_field)
+        r0, r1, r2, r3 = self._residual_region
+        out[r0:r1, r2:r3] += cv2.resize(self._residual_field, (size, size),
+                                        interpolation=cv2.INTER_LINEAR)[r0:r1, r2:r3]
         return out
 
     def pose(self, pose: PoseVector) -> np.ndarray:
-        return premultiplied_linear_to_rgba(self.pose_premultiplied(pose))
+        premultiplied = self.pose_premultiplied(pose)
+        frame = np.zeros(premultiplied.shape, np.uint8)
+        u0, u1, u2, u3 = self._union
+        frame[u0:u1, u2:u3] = premultiplied_linear_to_rgba(premultiplied[u0:u1, u2:u3])
+        return frame
 
 
 def create_poser(argument: str, device: str) -> tuple[StudentPoser, Path]:
