@@ -710,7 +710,10 @@ class _Run:
         # The schedule follows the step count (reproducible); on a machine too slow to finish
         # the steps in the time budget it follows the clock instead and ends on time.
         start = self.state.setdefault("train_start_s", self.elapsed())
-        deadline = self.budget_s - max(60.0, 0.06 * self.budget_s)
+        # A slow teacher (THA3 on a CPU) may spend the whole budget rendering: training then
+        # still gets half of the budget.
+        deadline = max(self.budget_s - max(60.0, 0.06 * self.budget_s),
+                       start + 0.5 * self.budget_s)
         while step < total:
             by_time = (self.elapsed() - start) / max(deadline - start, 1.0)
             fraction = max(step / total, by_time)
