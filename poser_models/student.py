@@ -7,17 +7,22 @@ stages, as the THA teachers do it:
 1. **Face** (un-rotated frame): the face box of the character becomes
    ``neutral + sum_k c_k(face pose) * B_k``, premultiplied linear RGBA basis maps ``B_k``
    mixed by a small pose MLP over the 39 eyebrow/eye/mouth/iris values.
-2. **Head and body warps**, composed: two backward flow fields at ``field_size``
-   (256 by default), each a linear combination of learned maps weighted by the monomials of
-   its three rotation values, ``head = (head_x, head_y, neck_z)`` and
-   ``body = (body_y, body_z, breathing)``. Output pixel ``p`` reads the face-posed image at
-   ``q + head_flow(q)`` with ``q = p + body_flow(p)``.
+2. **Depth layers with head and body warps**: the face-posed character is split by learned
+   soft masks into ``layers`` depth layers (back hair, body, face, ...), each with a learned
+   fill for what the character image hides behind the layers in front of it. Each layer has
+   two backward flow fields, each a linear combination of learned maps weighted by the
+   monomials of three rotation values: a body flow (``body_y, body_z, breathing``, at
+   ``body_field_size``) then a head flow (``head_x, head_y, neck_z``, at ``field_size``).
+   Output pixel ``p`` of layer ``l`` reads the layer at ``q + head_l(q)``, ``q = p + body_l(p)``;
+   the warped layers are composited back to front ("over"), so an edge can slide over
+   another, which one smooth warp cannot do.
 3. **Residual**: a premultiplied RGBA correction at ``field_size`` (what warps cannot do:
    revealed hair, changing shading), mixed by a second MLP over the full pose.
 
 All maps are stored fp16 and only over their support box. Inference is numpy + OpenCV
 (``cv2.remap`` is several times faster than ``grid_sample`` on CPU); training uses the torch
-module :class:`StudentNet`, which computes exactly the same function.
+module :class:`StudentNet`, which computes the same function (it samples the coarse
+layer fills directly instead of their 512² upsampling: equal up to second-order smoothing).
 
 Files: ``student.safetensors`` (tensors below) + ``manifest.json`` (pose schema, character
 sha256, teacher, metrics, seed, config). The character sha256 is taken over the decoded
@@ -251,19 +256,17 @@ class StudentNet(nn.Module):
         return F.grid_sample(field_, grid, mode="bilinear", padding_mode="border",
                              align_corners=True)
 
-    def layer_sources(self, source: Tensor) -> tuple[Tensor, Tensor]:
-        """Masks (L, 1, H, W) and pose-independent layer images (L, 4, H, W): the character
-        split by the masks, plus each layer's fill (what it shows where a layer in front of it
-        covered it in the character image), upsampled as cv2.resize does."""
+    def layer_sources(self, source: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Masks (L, 1, H, W), the character split by them (L, 4, H, W), and each layer's
+        fill field (L, 4, S, S): what the layer shows where a layer in front of it covered
+        it in the character image."""
         c = self.config
         masks = torch.softmax(self.layer_logits, dim=0)[:, None]
         top, left, height, width = c.head_box
         size = c.field_size
         fill = F.pad(self.layer_fill.permute(0, 3, 1, 2),
                      (left, size - left - width, top, size - top - height))
-        fill = F.interpolate(fill, size=(c.image_size, c.image_size), mode="bilinear",
-                             align_corners=False)
-        return masks, source[None] * masks + fill
+        return masks, source[None] * masks, fill
 
     def forward(self, pose: Tensor, source: Tensor, points: Tensor) -> Tensor:
         """Posed premultiplied linear RGBA (B, 4, H, W) at image-pixel ``points`` (B, H, W, 2).
@@ -276,7 +279,7 @@ class StudentNet(nn.Module):
         top, left, height, width = c.face_box
         size = c.image_size
         delta = self.face_delta(pose).permute(0, 3, 1, 2)
-        masks, layers = self.layer_sources(source)
+        masks, layers, fills = self.layer_sources(source)
         head, body, residual = self.fields(pose)
         out = None
         for layer in range(c.layers):
@@ -291,6 +294,10 @@ class StudentNet(nn.Module):
                                   grid.reshape(1, batch * height_out, width_out, 2),
                                   mode="bilinear", padding_mode="border", align_corners=True)
             image = image.reshape(4, batch, height_out, width_out).transpose(0, 1)
+            # The runtime adds the fill upsampled to 512 before warping; sampling the coarse
+            # fill directly is the same up to second-order smoothing and much cheaper here.
+            image = image + self._sample_field(fills[layer : layer + 1].expand(batch, -1, -1, -1),
+                                               r)
             # The face change lives in the face box only: sample it there (bilinear sampling
             # is linear, so this equals sampling the pasted image).
             box_grid = torch.stack(
