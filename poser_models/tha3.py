@@ -928,20 +928,21 @@ class THA3Poser:
                 if network not in self._given:
                     raise PuppetError(f"THA3Poser was given no {network} network.")
                 modules[network] = self._given[network]
-            elif network not in onnx_files or network == "eyebrow_decomposer":
+            elif network not in onnx_files:
                 assert self.model_dir is not None
                 path = self.model_dir / f"{network}.pt"
                 modules[network] = load_tha3_network(path, network, self.variant)
         runners: dict[str, Callable[..., list[Tensor]]] = {}
         for network in NETWORKS:
-            # The decomposer runs once per character: eager torch is enough for it.
-            if self.backend == "onnx" and network != "eyebrow_decomposer":
+            if self.backend == "onnx":
                 source = onnx_files.get(network) or _export_onnx_bytes(modules[network], network)
                 runners[network] = _OnnxRunner(source, self.threads)
                 modules.pop(network, None)
             else:
                 module = modules[network].to(device=self.device, dtype=self.torch_dtype).eval()
-                style = "eager" if network == "eyebrow_decomposer" else self.backend
+                # The decomposer runs once per character: compiling it would not pay off.
+                once = network == "eyebrow_decomposer" and self.backend == "compile"
+                style = "eager" if once else self.backend
                 runners[network] = _TorchRunner(module, style)
         self._runners = runners
         self._given = None  # the runners own the modules now
