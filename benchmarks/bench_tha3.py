@@ -16,6 +16,16 @@ calls, then the median of timed calls, for three kinds of frame:
 ``--bf16`` adds one measurement of the editor in bfloat16 (eager) for comparison.
 The official implementation measured 1.8 s (separable_float) and 4.8 s (standard_float) per
 steady frame on the same 2-core machine (TIMINGS.md).
+
+Measured here (2-vCPU VM shared with other jobs that kept one core busy, so noisy; medians):
+
+    method        threads  separable_float steady / rotation-only / uncached   standard steady
+    onnx          2        0.56 / 0.41 / 0.60 s  (1.8 fps)                      1.7 s
+    onnx          1        0.50 / 0.39 / 0.54 s
+    eager         1        1.26 / 1.11 / 1.34 s
+    eager         2        0.81 s when quiet; 5-8 s while another job held a core (OpenMP)
+    compile       2        ~2x eager on the editor, 45 s compile at start
+    channels_last 2        no gain over eager;  bf16 editor: 2.2 s (vs 0.5 s fp32)
 """
 
 from __future__ import annotations
@@ -65,23 +75,20 @@ def poses(count: int, seed: int = 1) -> list[np.ndarray]:
     return [rng.uniform(0.0, 1.0, 45).astype(np.float32) for _ in range(count)]
 
 
-def time_frames(poser: tha3.THA3Poser, image: torch.Tensor, kind: str, warmup: int, runs: int):
-    sequence = poses(warmup + runs)
+def frame_sequence(kind: str, count: int) -> list[np.ndarray]:
+    sequence = poses(count)
     if kind == "rotation":
         for pose in sequence[1:]:
             pose[:39] = sequence[0][:39]
-    times = []
-    for i, pose in enumerate(sequence):
-        if kind == "uncached":
-            image = image.clone()
-            image[0, 0, 0, i % 512] += 1e-3
-        start = time.perf_counter()
-        if kind == "uncached":
-            poser.set_image(image)
-        poser.pose_image(pose)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times), dict(poser.stats.seconds)
+    return sequence
+
+
+def time_frame(poser: tha3.THA3Poser, image: torch.Tensor, kind: str, pose: np.ndarray) -> float:
+    start = time.perf_counter()
+    if kind == "uncached":
+        poser.set_image(image)
+    poser.pose_image(pose)
+    return time.perf_counter() - start
 
 
 def bench_bf16(threads: int) -> float:
@@ -113,24 +120,44 @@ def main() -> None:
 
     rows = []
     for variant in args.variants:
+        posers: dict[str, tha3.THA3Poser] = {}
+        results: dict[str, dict] = {}
         for method in args.methods:
             if method == "onnx" and not tha3.onnx_available():
-                print(f"  skip {method}: onnxruntime not installed")
+                print(f"  skip {method}: onnxruntime/onnx not installed")
                 continue
             start = time.perf_counter()
             poser = make_poser(variant, method, args.model_dir, args.threads)
             poser.set_image(image)
-            poser.pose_image(poses(1, seed=99)[0])  # compile/initialise
-            setup = time.perf_counter() - start
-            result = {"variant": variant, "method": method, "setup": setup}
-            for kind in args.kinds:
-                result[kind], seconds = time_frames(poser, image, kind, args.warmup, args.runs)
+            poser.pose_image(poses(1, seed=99)[0])  # compile / initialise
+            results[method] = {"variant": variant, "method": method}
+            results[method]["setup"] = time.perf_counter() - start
+            posers[method] = poser
+        # Methods take turns frame by frame, so load from other processes hits them alike.
+        for kind in args.kinds:
+            sequence = frame_sequence(kind, args.warmup + args.runs)
+            times: dict[str, list[float]] = {method: [] for method in posers}
+            seconds: dict[str, dict[str, float]] = {method: {} for method in posers}
+            for i, pose in enumerate(sequence):
+                frame_image = image.clone()
+                frame_image[0, 0, 0, i] += 1e-3  # a new character image (used by "uncached")
+                for method, poser in posers.items():
+                    elapsed = time_frame(poser, frame_image, kind, pose)
+                    if i >= args.warmup:
+                        times[method].append(elapsed)
+                        for network, t in poser.stats.seconds.items():
+                            seconds[method].setdefault(network, []).append(t)
+            for method in posers:
+                results[method][kind] = statistics.median(times[method])
                 if kind == "steady":
-                    result["networks"] = seconds
-            rows.append(result)
+                    results[method]["networks"] = {
+                        n: statistics.median(ts) for n, ts in seconds[method].items()
+                    }
+        for method, result in results.items():
             cells = "  ".join(f"{k} {result[k]:.3f}s" for k in args.kinds)
-            print(f"{variant:16} {method:14} setup {setup:6.1f}s  {cells}", flush=True)
-            del poser
+            print(f"{variant:16} {method:14} setup {result['setup']:6.1f}s  {cells}", flush=True)
+            rows.append(result)
+        posers.clear()
 
     print()
     header = "| variant | method | " + " | ".join(f"{k} s/frame" for k in args.kinds)
