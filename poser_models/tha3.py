@@ -20,7 +20,6 @@ import io
 import json
 import logging
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -508,69 +507,20 @@ def build_tha3_network(network: str, variant: str) -> nn.Module:
 # Loader
 
 
-def _load_failure(error: Exception) -> str:
-    """One line on why torch.load refused a file."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
-    found = re.search(r"Unsupported global: (GLOBAL \S+)", text)
-    if found:
-        return f"it holds pickled code ({found.group(1)}), which is never run"
-    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-    if found:
-        return f"unreadable pickle: {found.group(1).strip()[:200]}"
-    if "Weights only load failed" in text:  # torch's advice there would be unsafe: drop it
-        return "not a torch zip archive of tensors"
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return f"{error.__class__.__name__}: {first[:200]}"
-
-
 def load_tha3_network(path: Path | str, network: str, variant: str) -> nn.Module:
     """Load an official ``<variant>/<network>.pt`` into a fresh fp32 module (eval mode).
 
-    The file is read with ``torch.load(weights_only=True)``, so a crafted pickle cannot run
-    code. Any missing, extra or wrongly shaped tensor is refused with a PuppetError naming the
-    file, the key and the expected shape. fp16 tensors (``*_half``) are upcast exactly to fp32.
+    Read through puppet's one safe loader (``torch.load(weights_only=True)``, so a crafted
+    pickle cannot run code); any missing, extra or wrongly shaped tensor is refused with a
+    PuppetError naming the file, the key and the expected shape. fp16 tensors (``*_half``) are
+    upcast exactly to fp32.
     """
-    path = Path(path)
+    from puppet.models import load_state_dict_checked
+
     module = build_tha3_network(network, variant)
-    fix = f"Re-import the official THA3 {variant} folder (`puppet models import DIR`)."
-    if not path.is_file():
-        raise PuppetError(f"THA3 weight file {str(path)!r} does not exist.", fix)
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as error:  # UnpicklingError, RuntimeError (bad zip), EOFError, ...
-        raise PuppetError(
-            f"{str(path)!r} is not a plain THA3 weight file ({_load_failure(error)}).", fix
-        ) from None
-    if not isinstance(state, Mapping):
-        raise PuppetError(
-            f"{str(path)!r} holds a {type(state).__name__}, not a state dict of tensors.", fix
-        )
-    expected = module.state_dict()
-    for key, reference in expected.items():
-        if key not in state:
-            raise PuppetError(
-                f"{str(path)!r} is missing tensor {key!r} (expected shape"
-                f" {tuple(reference.shape)}) for the {variant} {network}.",
-                fix,
-            )
-        tensor = state[key]
-        if not isinstance(tensor, Tensor) or not tensor.is_floating_point():
-            raise PuppetError(f"{str(path)!r}: entry {key!r} is not a floating-point tensor.", fix)
-        if tuple(tensor.shape) != tuple(reference.shape):
-            raise PuppetError(
-                f"{str(path)!r}: tensor {key!r} has shape {tuple(tensor.shape)}, expected"
-                f" {tuple(reference.shape)} for the {variant} {network}.",
-                fix,
-            )
-    extra = [key for key in state if key not in expected]
-    if extra:
-        raise PuppetError(
-            f"{str(path)!r} has unexpected tensor {extra[0]!r}"
-            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
-            + f": it is not a THA3 {variant} {network}.",
-            fix,
-        )
-    module.load_state_dict({key: state[key].float() for key in expected}, strict=True)
+    expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
+    state = load_state_dict_checked(Path(path), expected, f"THA3 {variant} {network} file")
+    module.load_state_dict(state, strict=True)
     return module
 
 
@@ -896,7 +846,7 @@ class THA3Poser:
             backend = "eager" if on_cuda or not onnx_available() else "onnx"
         if backend == "onnx" and not onnx_available():
             raise PuppetError(
-                "The onnx backend needs onnxruntime and onnx.", "pip install 'puppet[onnx]'."
+                "The onnx backend needs onnxruntime and onnx.", "pip install onnxruntime onnx."
             )
         if on_cuda and backend != "eager":
             raise PuppetError(f"Backend {backend!r} is CPU-only.", "Use backend 'eager' on CUDA.")

@@ -14,6 +14,7 @@ import http.client
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import time
@@ -132,10 +133,12 @@ def _load_tensors(path: Path, what: str) -> dict:
         raise PuppetError(f"The {what} {str(path)!r} does not exist.", _WEIGHTS_FIX)
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError:
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: (GLOBAL \S+)", str(error))
+        detail = f" (pickled code {found.group(1)}, never run)" if found else ""
         raise PuppetError(
             f"Refusing {what} {str(path)!r}: it holds Python objects other than tensors, and"
-            " loading it could run code.",
+            f" loading it could run code{detail}.",
             _WEIGHTS_FIX,
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError,
@@ -160,9 +163,21 @@ def _check_state(state: dict, expected: dict[str, tuple[int, ...]], path: Path, 
     missing = [key for key in expected if key not in state]
     if missing:
         key = missing[0]
+        # The first mismatched shape usually says more (e.g. the wrong variant's file).
+        reshaped = next(
+            (k for k in expected
+             if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k])),
+            None,
+        )  # fmt: skip
+        also = (
+            f"; {reshaped!r} has shape {tuple(state[reshaped].shape)}, expected"
+            f" {tuple(expected[reshaped])}"
+            if reshaped
+            else ""
+        )
         raise PuppetError(
             f"The {what} {str(path)!r} lacks {len(missing)} tensor(s), e.g. {key!r} "
-            f"(expected shape {tuple(expected[key])}).",
+            f"(expected shape {tuple(expected[key])}){also}.",
             fix,
         )
     extra = [key for key in state if key not in expected]
