@@ -401,8 +401,17 @@ def models_list():
     """List installed and bundled posers."""
     list_models = lib("puppet.models", "list_models")
 
-    for model in run(list_models):
-        console.print(str(model))
+    models = run(list_models)
+    table = Table(title="puppet posers")
+    for column in ("spec", "kind", "licence", "path"):
+        table.add_column(column)
+    table.add_row("rig:hana", "rig", "CC0-1.0 (bundled)", "puppet/rig.py")
+    for model in models:
+        spec = (
+            "default" if model.name == "default" else f"{model.kind}:{model.variant or model.name}"
+        )
+        table.add_row(spec, model.kind, model.licence, str(model.path))
+    console.print(table)
 
 
 @models_app.command("import")
@@ -451,15 +460,23 @@ def models_verify():
 
 @models_app.command("export-onnx")
 def models_export_onnx(
-    variant: Annotated[str, typer.Argument(help="THA3 variant.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/onnx"),
+    variant: Annotated[str, typer.Argument(help="THA3 variant, e.g. separable_float.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Output folder (default: next to the installed weights, "
+            "where the THA3 poser picks them up at start).",
+        ),
+    ] = None,
 ):
-    """Export installed THA3 networks to ONNX."""
+    """Export installed THA3 networks to ONNX (the fast CPU backend; saves export at start)."""
     export_onnx = lib("poser_models.tha3", "export_onnx")
     find_tha3_variant_dir = lib("puppet.models", "find_tha3_variant_dir")
 
-    run(lambda: export_onnx(find_tha3_variant_dir(variant, None), out))
-    console.print(f"wrote {out}")
+    written = run(lambda: export_onnx(find_tha3_variant_dir(variant, None), out, variant=variant))
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 @character_app.command("check")

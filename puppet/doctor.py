@@ -115,7 +115,7 @@ def run_checks() -> list[Check]:
         from puppet.models import list_models
 
         models = list_models()
-        text = ", ".join(getattr(m, "spec", str(m)) for m in models) or "none"
+        text = ", ".join(["rig:hana", *(m.name for m in models)])
         checks.append(Check("posers", True, f"installed: {text}"))
     except ImportError:
         from puppet.posers import DEFAULT_STUDENT_DIR
