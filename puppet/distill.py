@@ -912,8 +912,11 @@ def distill(
     """Distill a student for ``character`` from ``teacher`` into ``out_dir``.
 
     ``teacher``: ``rig`` / ``rig:NAME``, ``tha3[:variant]`` or ``tha4-student:DIR``.
-    ``quality``: ``default`` (<= 60 min on 2 CPU cores), ``fast`` (~15 min) or ``test``
-    (~2 min, for tests). ``max_minutes`` overrides the quality's time budget; training stops
+    ``quality``: ``default`` (about 9,000 teacher frames; <= 60 min on 2 CPU cores with the
+    rig teacher), ``fast`` (about 2,400 frames, ~15 min) or ``test`` (for tests, < 1 min).
+    With THA3 or a THA4 student as the teacher, rendering dominates on a CPU (~1.9 s per
+    frame: about 5 h for ``default``, 1.3 h for ``fast``); training then gets at least half
+    of the time budget. ``max_minutes`` overrides the quality's time budget; training stops
     early to honour it. With ``resume``, a run continues from ``out_dir/checkpoints``.
     Writes ``out_dir/student.safetensors`` and ``out_dir/manifest.json`` atomically and
     returns the held-out report (also stored in the manifest's ``metrics``).
@@ -965,6 +968,14 @@ def distill(
     return report
 
 
+def _relative_or_absolute(path: Path, folder: Path) -> str:
+    """``path`` relative to ``folder`` (so the pair can move together), else absolute."""
+    try:
+        return Path(os.path.relpath(path.resolve(), folder.resolve())).as_posix()
+    except ValueError:  # another drive on Windows
+        return str(path.resolve())
+
+
 def _finish(run: _Run, net: StudentNet, bar) -> DistillReport:
     from safetensors.numpy import save
 
@@ -978,7 +989,7 @@ def _finish(run: _Run, net: StudentNet, bar) -> DistillReport:
             tensors[name] = value.cpu().numpy().astype(np.float32)
     manifest = StudentManifest(
         config=config, character_sha256=image_sha256(run.rgba),
-        character_image=os.path.relpath(run.character_path.resolve(), run.out_dir.resolve()),
+        character_image=_relative_or_absolute(run.character_path, run.out_dir),
         teacher=run.teacher_spec, seed=run.seed,
     )
     poser = StudentPoser(tensors, manifest)
