@@ -19,8 +19,6 @@ import hashlib
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from puppet.atomic import atomic_write_bytes
 from puppet.errors import PuppetError
 from puppet.pose import EYEBROW_SLICE, FACE_SLICE, ROTATION_SLICE, PoseVector
 
@@ -757,22 +756,11 @@ def export_onnx(
         source = variant_dir / f"{network}.pt"
         data = _export_onnx_bytes(load_tha3_network(source, network, variant), network)
         target = out / f"{network}.onnx"
-        _atomic_write(target, data)
+        atomic_write_bytes(target, data)
         manifest["sources"][network] = _sha256(source)  # type: ignore[index]
         written.append(target)
-    _atomic_write(out / ONNX_MANIFEST, json.dumps(manifest, indent=2).encode())
+    atomic_write_bytes(out / ONNX_MANIFEST, json.dumps(manifest, indent=2).encode())
     return written
-
-
-def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fresh_onnx_files(variant_dir: Path, variant: str) -> dict[str, Path]:

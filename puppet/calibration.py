@@ -12,7 +12,6 @@ import math
 import os
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from puppet.atomic import atomic_write_text
 from puppet.errors import PuppetError
 from puppet.idle import IdleSettings
 from puppet.mapping import FeatureRanges, MapperSettings, geometry_features, user_head_angles
@@ -235,20 +235,6 @@ def load_profile(name_or_path: str | Path) -> CalibrationProfile:
     return profile
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_profile(
     profile: CalibrationProfile, path: Path | None = None, *, overwrite_corrupt: bool = False
 ) -> Path:
@@ -268,7 +254,7 @@ def save_profile(
                     "(the old file is kept as .bak).",
                 ) from None
             shutil.copy2(target, target.with_name(target.name + ".bak"))
-    _atomic_write(target, profile_to_toml(profile))
+    atomic_write_text(target, profile_to_toml(profile))
     profile.path = target
     return target
 

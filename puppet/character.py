@@ -8,15 +8,15 @@ official THA3 loader does, with a warning; an image without real transparency is
 
 from __future__ import annotations
 
+import io
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from puppet.atomic import atomic_write_bytes
 from puppet.errors import PuppetError
 
 log = logging.getLogger(__name__)
@@ -199,12 +199,6 @@ def _write_overlay(rgba: np.ndarray, out_png: Path) -> None:
     draw.rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0), width=2)
     draw.text((x0 + 3, y0 - 12), "head box", fill=(255, 0, 0))
     draw.text((fx0 + 3, fy1 + 2), "THA4 face patch", fill=(40, 90, 255))
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=out_png.name, suffix=".tmp", dir=out_png.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            canvas.save(handle, format="PNG")
-        os.replace(tmp, out_png)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    canvas.save(buffer, format="PNG")
+    atomic_write_bytes(out_png, buffer.getvalue())

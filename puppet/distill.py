@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -56,6 +55,7 @@ from poser_models.student import (
     rgba_to_premultiplied_linear,
     tensor_shapes,
 )
+from puppet.atomic import atomic_write_bytes
 from puppet.character import load_character
 from puppet.errors import PuppetError
 from puppet.pose import INDEX, LOWER, NUM_PARAMETERS, UPPER, PoseVector
@@ -314,26 +314,11 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
 # Files.
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(data)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; give ordinary permissions
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> None:
     from safetensors.torch import save
 
     data = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tensors.items()}
-    _atomic_write_bytes(path, save(data))
+    atomic_write_bytes(path, save(data))
 
 
 def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -403,7 +388,7 @@ class _Run:
     def save_state(self) -> None:
         self.state["elapsed_s"] = self.elapsed()
         self.started = time.monotonic()
-        _atomic_write_bytes(self.state_path, json.dumps(self.state, indent=1).encode())
+        atomic_write_bytes(self.state_path, json.dumps(self.state, indent=1).encode())
 
     def load_state(self, resume: bool) -> None:
         key = {"teacher": self.teacher_spec, "quality": self.quality_name, "seed": self.seed,
@@ -1027,8 +1012,8 @@ def _finish(run: _Run, net: StudentNet, bar) -> DistillReport:
     manifest.metrics = metrics_out
     manifest.extra = {"metric": "alpha-weighted PSNR over premultiplied linear RGBA on [0,1];"
                                 " see puppet.distill.alpha_weighted_psnr"}
-    _atomic_write_bytes(run.out_dir / WEIGHTS_FILE, save(tensors))
-    _atomic_write_bytes(run.out_dir / MANIFEST_FILE, manifest.to_json().encode())
+    atomic_write_bytes(run.out_dir / WEIGHTS_FILE, save(tensors))
+    atomic_write_bytes(run.out_dir / MANIFEST_FILE, manifest.to_json().encode())
     run.state["phase"] = "done"
     run.save_state()
     return report

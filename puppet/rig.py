@@ -776,16 +776,16 @@ def create_poser(argument: str, device: str) -> tuple[RigPoser, Path]:
 
 def write_character(path: Path | None = None) -> Path:
     """Render the neutral pose to ``character.png`` (atomically) and return its path."""
-    import os
+    import io
 
     from PIL import Image
 
+    from puppet.atomic import atomic_write_bytes
+
     target = Path(path) if path is not None else DEFAULT_CHARACTER_DIR / "character.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(".tmp.png")
-    Image.fromarray(render_rig(PoseVector.neutral()), "RGBA").save(tmp, optimize=True)
-    os.replace(tmp, target)
-    return target
+    buffer = io.BytesIO()
+    Image.fromarray(render_rig(PoseVector.neutral()), "RGBA").save(buffer, "PNG", optimize=True)
+    return atomic_write_bytes(target, buffer.getvalue())
 
 
 def main(argv: list[str] | None = None) -> None:
