@@ -229,8 +229,9 @@ def run_live(
         else:
             source = stack.enter_context(FrameSource(parse_source(config.source)))
         poser = load_poser(config.poser, config.character, config.device)
-        probe = poser.pose(PoseVector())
-        height, width = probe.shape[:2]
+        last_image = poser.pose(PoseVector())  # also what is shown if a pose ever fails
+        poser_failed = False
+        height, width = last_image.shape[:2]
         if source is not None:
             face_to_pose = FaceToPose(
                 tracker=config.tracker,
@@ -305,7 +306,15 @@ def run_live(
                 for action in controls.take():
                     face_to_pose.handle(action)
             with timer.stage("poser"):
-                image = poser.pose(pose)
+                try:
+                    image = poser.pose(pose)
+                except Exception as error:  # noqa: BLE001 - the stream must not go dark
+                    if not poser_failed:
+                        log.warning("the poser failed (showing the last frame): %s", error)
+                        poser_failed = True
+                    image = last_image
+                else:
+                    last_image = image
             info = FrameInfo(
                 index=index,
                 t=t,

@@ -150,3 +150,23 @@ def test_render_png_directory_matches_official_straight_alpha(tmp_path, fixtures
         assert np.abs(ours[..., 3] - reference[..., 3]).max() <= 1
         covered = reference[..., 3] >= 8
         assert np.abs(ours[..., :3] - reference[..., :3])[covered].max() <= 1
+
+
+def test_live_loop_survives_a_failing_pose(tmp_path, caplog):
+    """A poser error on one pose must not end the stream: the last frame is shown instead."""
+    from puppet.posers import register_poser
+    from puppet.rig import RigPoser
+
+    class FlakyRig(RigPoser):
+        def pose(self, pose):
+            if pose["mouth_aaa"] > 0.5:
+                raise RuntimeError("simulated poser fault")
+            return super().pose(pose)
+
+    register_poser("flaky", lambda argument, device: (FlakyRig(), "hana"))
+    track = _track(tmp_path / "t.jsonl", frames=6)  # mouth_aaa rises past 0.5 mid-track
+    report = run_live(LiveConfig(source=str(track), poser="flaky:x",
+                                 outputs=[f"{tmp_path / 'png'}/"]))  # fmt: skip
+    assert report.frames == 6
+    assert len(list((tmp_path / "png").glob("*.png"))) == 6
+    assert "the poser failed" in caplog.text
