@@ -489,8 +489,16 @@ def character_check(
 
     out = out or image.with_name(image.stem + "_check.png")
     report = run(lambda: check_character(image, out))
-    console.print(str(report))
-    console.print(f"wrote {out}")
+    width, height = report.original_size
+    console.print(
+        f"{image}: {width}x{height}, character covers {report.alpha_coverage:.0%} of "
+        f"the image and {report.head_box_coverage:.0%} of the head box "
+        f"(x 192-320, y 64-192); {report.semi_transparent:.1%} semi-transparent pixels"
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print("[green]fits the THA layout[/]" if report.ok else "[yellow]check the warnings[/]")
+    console.print(f"wrote {report.overlay_png} (head box in red)")
 
 
 def entry() -> None:  # pragma: no cover - console script
