@@ -338,7 +338,14 @@ def distill(
             max_minutes=max_minutes,
         )
     )
-    console.print(report.summary() if hasattr(report, "summary") else str(report))
+    console.print(
+        f"student for {character} from {report.teacher} in {report.out_dir}: held-out "
+        f"{report.psnr_db:.2f} dB alpha-weighted PSNR (untrained {report.untrained_psnr_db:.1f} "
+        f"dB, worst frame {report.psnr_frame_min_db:.1f} dB), SSIM {report.ssim:.3f}, "
+        f"{report.fps:.0f} fps, {report.gflop_per_frame:.3f} GFLOP/frame, "
+        f"{report.train_minutes:.1f} min of training"
+    )
+    console.print(f"use it with: puppet live --poser student:{report.out_dir}")
 
 
 @app.command()
