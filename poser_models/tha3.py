@@ -15,7 +15,6 @@ eyebrow decomposer (head crop, once per character) -> eyebrow morphing combiner 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -29,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from puppet.atomic import atomic_write_bytes
+from puppet.atomic import atomic_write_bytes, sha256_file
 from puppet.errors import PuppetError
 from puppet.pose import EYEBROW_SLICE, FACE_SLICE, ROTATION_SLICE, PoseVector
 
@@ -719,14 +718,6 @@ def _export_onnx_bytes(module: nn.Module, network: str) -> bytes:
     return model.SerializeToString()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 ONNX_MANIFEST = "onnx_manifest.json"
 
 
@@ -757,7 +748,7 @@ def export_onnx(
         data = _export_onnx_bytes(load_tha3_network(source, network, variant), network)
         target = out / f"{network}.onnx"
         atomic_write_bytes(target, data)
-        manifest["sources"][network] = _sha256(source)  # type: ignore[index]
+        manifest["sources"][network] = sha256_file(source)  # type: ignore[index]
         written.append(target)
     atomic_write_bytes(out / ONNX_MANIFEST, json.dumps(manifest, indent=2).encode())
     return written
@@ -777,7 +768,7 @@ def _fresh_onnx_files(variant_dir: Path, variant: str) -> dict[str, Path]:
         path = folder / f"{network}.onnx"
         source = variant_dir / f"{network}.pt"
         if network in NETWORKS and path.is_file() and source.is_file():
-            if _sha256(source) == digest:
+            if sha256_file(source) == digest:
                 found[network] = path
     return found
 

@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the same folder, fsynced, then ``os.replace``.
+"""File helpers: atomic writes (a temp file in the same folder, fsynced, then ``os.replace``)
+and streaming sha256 of a file.
 
 A crash or a full disk never leaves a half-written file under the final name, and the file
 gets ordinary permissions (mkstemp alone would make it 0600).
@@ -6,6 +7,7 @@ gets ordinary permissions (mkstemp alone would make it 0600).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -32,3 +34,12 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def sha256_file(path: Path | str) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks (weights can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import platform
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
+from puppet.atomic import sha256_file
 from puppet.paths import ASSETS_DIR
 
 
@@ -25,10 +24,6 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 FACE_LANDMARKER_SHA256 = "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff"
@@ -69,7 +64,7 @@ def run_checks() -> list[Check]:
     )
     model = ASSETS_DIR / "mediapipe" / "face_landmarker.task"
     if model.is_file():
-        good = _sha256(model) == FACE_LANDMARKER_SHA256
+        good = sha256_file(model) == FACE_LANDMARKER_SHA256
         checks.append(
             Check(
                 "face model",

@@ -9,7 +9,6 @@ Weight files are only ever read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 import torch
 
 from poser_models.tha3_keys import KEYS, NETWORKS, VARIANTS
+from puppet.atomic import sha256_file
 from puppet.errors import PuppetError
 from puppet.paths import models_dir
 
@@ -325,14 +325,6 @@ def _validate_set(files: dict[str, Path], variant: str | None) -> str:
     return found
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _install(variant: str, files: dict[str, Path], source: str, move: bool) -> InstalledModel:
     root = models_dir() / "tha3"
     root.mkdir(parents=True, exist_ok=True)
@@ -345,7 +337,7 @@ def _install(variant: str, files: dict[str, Path], source: str, move: bool) -> I
                 shutil.move(str(path), target)
             else:
                 shutil.copyfile(path, target)
-            entries[target.name] = {"sha256": _sha256(target), "bytes": target.stat().st_size}
+            entries[target.name] = {"sha256": sha256_file(target), "bytes": target.stat().st_size}
         manifest = {
             "format": "puppet-model-manifest",
             "version": 1,
@@ -449,7 +441,7 @@ def verify_models() -> list[VerifyResult]:
                 problems.append(f"{file_name}: not in the manifest")
             elif not path.is_file():
                 problems.append(f"{file_name}: missing")
-            elif _sha256(path) != entries[file_name]["sha256"]:
+            elif sha256_file(path) != entries[file_name]["sha256"]:
                 problems.append(f"{file_name}: sha256 differs from the manifest (file changed)")
         results.append(VerifyResult(name, folder, not problems, problems))
     return results
@@ -508,7 +500,7 @@ def fetch_tha3(
         if not final.is_file():
             part = final.with_name(final.name + ".part")
             _download(url, part, final.name, progress, timeout)
-            digest = _sha256(part)
+            digest = sha256_file(part)
             expected = checksums.get(network)
             if expected and digest != expected.lower():
                 part.unlink()
