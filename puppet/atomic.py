@@ -43,3 +43,24 @@ def sha256_file(path: Path | str) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class FinishOrAbort:
+    """Context-manager policy for writers with ``close()`` (finish: the file appears under its
+    final name) and ``abort()`` (discard the partial file): an error inside the ``with`` block
+    aborts; a normal end or Ctrl+C finishes, so a recording stopped by the user is kept."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):  # noqa: ANN204 - returns the concrete writer
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
+        if exc_type is not None and issubclass(exc_type, Exception):
+            self.abort()
+        else:
+            self.close()

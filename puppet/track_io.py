@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from puppet.atomic import FinishOrAbort
 from puppet.errors import PuppetError
 from puppet.pose import NUM_PARAMETERS, PARAMETER_NAMES, PoseVector
 
@@ -152,7 +153,7 @@ def _frame_line(t: float, pose: PoseVector) -> str:
     return json.dumps({"t": round(float(t), 6), "pose": values}) + "\n"
 
 
-class PoseTrackWriter:
+class PoseTrackWriter(FinishOrAbort):
     """Streams frames to ``<dir>/.<name>.partial`` and renames it on ``close()``.
 
     If the process dies, the final name is never a half-written file. ``abort()`` discards.
@@ -200,15 +201,6 @@ class PoseTrackWriter:
         self._handle.close()
         self._handle = None
         self._temp.unlink(missing_ok=True)
-
-    def __enter__(self) -> PoseTrackWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None or exc_type is KeyboardInterrupt:
-            self.close()  # a Ctrl+C'd recording is still a good recording
-        else:
-            self.abort()
 
 
 def write_track(path: Path | str, fps: float, frames: Iterable[PoseFrame]) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from puppet.atomic import FinishOrAbort
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo, LiveControls, Output
 from puppet.outputs.files import VIDEO_FORMATS
@@ -89,7 +90,7 @@ def _discard(output: Output) -> None:
         log.debug("closing the failed output %s also failed: %s", output.name, error)
 
 
-class OutputSet:
+class OutputSet(FinishOrAbort):
     """Sends each frame to several outputs. One that raises is reported once (a warning with its
     name and the reason) and dropped; the others go on. Outputs added with ``reopen`` (the
     virtual camera) are retried every ``retry_seconds`` and come back when they open again.
@@ -187,15 +188,6 @@ class OutputSet:
         for output, _ in self._active:
             _discard(output)
         self._active, self._waiting = [], []
-
-    def __enter__(self) -> OutputSet:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        if exc_type is not None and issubclass(exc_type, Exception):
-            self.abort()
-        else:
-            self.close()
 
 
 def open_outputs(

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
+from puppet.atomic import FinishOrAbort
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.compose import (
@@ -232,8 +233,10 @@ class _AudioCopy:
                 format=ctx.format.name, layout=ctx.layout.name, rate=ctx.sample_rate,
                 frame_size=ctx.frame_size or None,
             )  # fmt: skip
-        frames = self._resampler.resample(frame) if frame is not None else (
-            self._resampler.resample(None)
+        frames = (
+            self._resampler.resample(frame)
+            if frame is not None
+            else (self._resampler.resample(None))
         )
         for out in frames:
             out.pts = self._samples
@@ -255,7 +258,7 @@ class _AudioCopy:
         self._input.close()
 
 
-class VideoFileOutput:
+class VideoFileOutput(FinishOrAbort):
     """A video file (.mp4 / .webm / .mov / .gif), written atomically; see the module docstring.
 
     The size is taken from the first frame; later frames must have the same size.
@@ -352,8 +355,10 @@ class VideoFileOutput:
         if self._background is not None:
             rgb = flatten(frame, self._background)
             if fmt.codec == "gif":
-                return av.VideoFrame.from_ndarray(quantize_for_gif(np.dstack(
-                    [rgb, np.full(rgb.shape[:2], 255, np.uint8)])), format="pal8")
+                return av.VideoFrame.from_ndarray(
+                    quantize_for_gif(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])),
+                    format="pal8",
+                )
             image, src = rgb, "rgb24"
         else:
             if fmt.codec == "gif":
@@ -426,21 +431,11 @@ class VideoFileOutput:
             self._container = None
         self._partial.unlink(missing_ok=True)
 
-    def __enter__(self) -> VideoFileOutput:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        # An error inside the block throws the file away; Ctrl+C keeps what was recorded.
-        if exc_type is not None and issubclass(exc_type, Exception):
-            self.abort()
-        else:
-            self.close()
-
 
 _PNG_NAME = re.compile(r"^\d{6,}\.png$")
 
 
-class PngDirectoryOutput:
+class PngDirectoryOutput(FinishOrAbort):
     """Frames as ``000000.png, 000001.png, ...`` (straight RGBA, 8 bit) in a directory.
 
     Written into ``.NAME.partial/`` next to the target and renamed onto ``NAME/`` by
@@ -513,12 +508,3 @@ class PngDirectoryOutput:
         """Stop and delete the frames written so far (idempotent)."""
         self._closed = True
         shutil.rmtree(self._partial, ignore_errors=True)
-
-    def __enter__(self) -> PngDirectoryOutput:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:  # noqa: ANN001
-        if exc_type is not None and issubclass(exc_type, Exception):
-            self.abort()
-        else:
-            self.close()
