@@ -28,19 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from poser_models.tha3_keys import NETWORKS  # the five official files, in pipeline order
 from puppet.atomic import atomic_write_bytes, sha256_file
 from puppet.errors import PuppetError
 from puppet.pose import EYEBROW_SLICE, FACE_SLICE, ROTATION_SLICE, PoseVector
 
 log = logging.getLogger(__name__)
 
-NETWORKS = (
-    "eyebrow_decomposer",
-    "eyebrow_morphing_combiner",
-    "face_morpher",
-    "two_algo_face_body_rotator",
-    "editor",
-)
 IMAGE_SIZE = 512
 HEAD_CROP = (slice(64, 192), slice(192, 320))  # (rows, cols) of the eyebrow networks' input
 FACE_CROP = (slice(32, 224), slice(160, 352))  # (rows, cols) of the face morpher's input
@@ -397,13 +391,7 @@ class ResizeConvEncoderDecoder(nn.Module):
             channels = nxt
 
     def forward(self, x: Tensor) -> Tensor:
-        for block in self.downsample_blocks:
-            x = block(x)
-        for block in self.bottleneck_blocks:
-            x = block(x)
-        for block in self.upsample_blocks:
-            x = block(x)
-        return x
+        return encode_decode(self, x, None, 0)  # the pose enters with the input here
 
 
 class TwoAlgoFaceBodyRotator(nn.Module):
