@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -34,8 +33,24 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from puppet import __version__
+
+        console.print(f"puppet {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False):
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+):
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -46,22 +61,6 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
 def fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
-
-
-def lib(module: str, name: str):
-    """Import a library function; a capability not built yet is one line and exit 2."""
-    import importlib
-
-    try:
-        return getattr(importlib.import_module(module), name)
-    except ModuleNotFoundError as error:
-        if error.name and (
-            error.name.startswith("puppet") or error.name.startswith("poser_models")
-        ):
-            fail(f"{module}.{name} is not available yet (its issue is still open).")
-        raise
-    except AttributeError:
-        fail(f"{module}.{name} is not available yet (its issue is still open).")
 
 
 def run(call):
@@ -183,7 +182,7 @@ def live(
     device: Device = "cpu",
 ):
     """Puppeteer the character live: camera -> tracking -> poser -> outputs."""
-    from puppet.pipeline import LiveConfig, run_live
+    from puppet.app.live import LiveConfig, run_live
 
     _check_tracker(tracker)
     config = LiveConfig(
@@ -217,7 +216,7 @@ def demo(
     seconds: Annotated[float | None, typer.Option(help="Stop after S seconds.")] = None,
 ):
     """The embedded default: bundled character + poser + driving track, into every output."""
-    run_demo = lib("puppet.demo", "run_demo")
+    from puppet.app.demo import run_demo
 
     report = run(lambda: run_demo(output, seconds=seconds))
     err_console.print(report.summary())
@@ -237,8 +236,8 @@ def render(
     device: Device = "cpu",
 ):
     """Render a pose track or a face video to a video file or PNG frames."""
-    RenderConfig = lib("puppet.pipeline", "RenderConfig")
-    render_file = lib("puppet.pipeline", "render")
+    from puppet.app.live import RenderConfig
+    from puppet.app.live import render as render_file
 
     _check_tracker(tracker)
     config = RenderConfig(
@@ -268,7 +267,7 @@ def track(
     mirror: Mirror = True,
 ):
     """Write the pose track of a face video."""
-    track_video = lib("puppet.pipeline", "track_video")
+    from puppet.app.live import track_video
 
     _check_tracker(tracker)
     update, bar = progress_bar("tracking")
@@ -292,7 +291,7 @@ def calibrate(
     seconds: Annotated[float, typer.Option(help="Seconds per step.")] = 3.0,
 ):
     """Record your neutral face (and optionally blink/mouth/look ranges) into a profile."""
-    run_calibration = lib("puppet.calibration", "calibrate")
+    from puppet.mapping.calibration import calibrate as run_calibration
 
     _check_tracker(tracker)
     steps = ("neutral",) if quick else None
@@ -324,7 +323,7 @@ def distill(
     device: Device = "cpu",
 ):
     """Train a fast CPU student poser for a character from a teacher poser."""
-    run_distill = lib("puppet.distill", "distill")
+    from puppet.training.distill import distill as run_distill
 
     report = run(
         lambda: run_distill(
@@ -358,7 +357,7 @@ def bench(
     device: Device = "cpu",
 ):
     """Time each stage and the whole loop on this machine."""
-    run_bench = lib("puppet.bench", "run_bench")
+    from puppet.app.bench import run_bench
 
     _check_tracker(tracker)
     report = run(
@@ -387,7 +386,7 @@ def bench(
 @app.command()
 def doctor():
     """Report Python, torch devices, models, cameras and virtual-camera support."""
-    run_checks = lib("puppet.doctor", "run_checks")
+    from puppet.app.doctor import run_checks
 
     checks = run(run_checks)
     table = Table(title="puppet doctor", show_lines=False)
@@ -395,18 +394,21 @@ def doctor():
     table.add_column("")
     table.add_column("detail")
     for check in checks:
-        mark = {True: "[green]ok[/]", False: "[red]missing[/]", None: ""}[check.ok]
+        mark = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: "[dim]-[/]"}[check.ok]
         detail = check.detail + (
             f"\n[yellow]fix:[/] {check.fix}" if check.fix and not check.ok else ""
         )
         table.add_row(check.name, mark, detail)
     console.print(table)
+    failed = [check.name for check in checks if check.ok is False]
+    if failed:
+        fail(f"doctor found {len(failed)} problem(s): {', '.join(failed)} (see the fixes above).")
 
 
 @models_app.command("list")
 def models_list():
     """List installed and bundled posers."""
-    list_models = lib("puppet.models", "list_models")
+    from puppet.model_store import list_models
 
     models = run(list_models)
     table = Table(title="puppet posers")
@@ -427,7 +429,7 @@ def models_import(
     variant: Annotated[str | None, typer.Option(help="Variant, if not detected.")] = None,
 ):
     """Validate an official THA3 weights folder and install it."""
-    import_tha3 = lib("puppet.models", "import_tha3")
+    from puppet.model_store import import_tha3
 
     installed = run(lambda: import_tha3(directory, variant))
     console.print(f"installed {installed}")
@@ -438,7 +440,7 @@ def models_fetch(
     name: Annotated[str, typer.Argument(help="tha3:<variant>, e.g. tha3:separable_float")],
 ):
     """Download official THA3 weights (resumable, checksummed)."""
-    fetch_tha3 = lib("puppet.models", "fetch_tha3")
+    from puppet.model_store import fetch_tha3
 
     kind, _, variant = name.partition(":")
     if kind != "tha3" or not variant:
@@ -454,7 +456,7 @@ def models_fetch(
 @models_app.command("verify")
 def models_verify():
     """Re-check the hashes of installed weights."""
-    verify_models = lib("puppet.models", "verify_models")
+    from puppet.model_store import verify_models
 
     results = run(verify_models)
     bad = 0
@@ -478,8 +480,7 @@ def models_export_onnx(
     ] = None,
 ):
     """Export installed THA3 networks to ONNX (the fast CPU backend; saves export at start)."""
-    export_onnx = lib("poser_models.tha3", "export_onnx")
-    find_tha3_variant_dir = lib("puppet.models", "find_tha3_variant_dir")
+    from puppet.model_store import export_onnx, find_tha3_variant_dir
 
     written = run(lambda: export_onnx(find_tha3_variant_dir(variant, None), out, variant=variant))
     for path in written:
@@ -492,7 +493,7 @@ def character_check(
     out: Annotated[Path | None, typer.Option(help="PNG with the head box drawn.")] = None,
 ):
     """Show whether a character image fits the THA input layout."""
-    check_character = lib("puppet.character", "check_character")
+    from puppet.character import check_character
 
     out = out or image.with_name(image.stem + "_check.png")
     report = run(lambda: check_character(image, out))
@@ -508,9 +509,5 @@ def character_check(
     console.print(f"wrote {report.overlay_png} (head box in red)")
 
 
-def entry() -> None:  # pragma: no cover - console script
-    app()
-
-
 if __name__ == "__main__":
-    sys.exit(app())
+    app(prog_name="puppet")

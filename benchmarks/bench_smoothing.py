@@ -4,7 +4,7 @@
 
 Runs the real tracker + mapper over each video (default: the two fixture clips in
 ../shared/fixtures/faces), then filters the unfiltered pose track with the default per-group
-One Euro parameters (``puppet.smoothing``), and reports per parameter:
+One Euro parameters (``puppet.mapping.smoothing``), and reports per parameter:
 
 * jitter: std of frame-to-frame differences in the stillest 1 s segment of the clip for that
   parameter (the window where its raw value varies least, so blinks and turns are excluded),
@@ -22,10 +22,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from puppet.mapping import map_observation
+from puppet.mapping.converters import map_observation
+from puppet.mapping.smoothing import OneEuroFilter
 from puppet.pose import INDEX, LOWER, UPPER
-from puppet.smoothing import OneEuroFilter
-from puppet.tracking import FaceTracker, TrackerOptions
+from puppet.tracking.tracker import FaceTracker, TrackerOptions
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "faces"
 REPORTED = ["head_x", "head_y", "neck_z", "iris_rotation_y", "eye_wink_left", "mouth_aaa"]

@@ -15,8 +15,12 @@ from pathlib import Path
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--student", type=Path, default=None,
-                        help="student folder (default: the bundled character's student)")
+    parser.add_argument(
+        "--student",
+        type=Path,
+        default=None,
+        help="student folder (default: the bundled character's student)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
@@ -29,9 +33,9 @@ def main() -> None:
     cv2.setNumThreads(args.threads)
 
     from poser_models.student import StudentPoser
-    from puppet.distill import flops_per_frame, sample_poses
+    from puppet.paths import DEFAULT_STUDENT_DIR
     from puppet.pose import PoseVector
-    from puppet.posers import DEFAULT_STUDENT_DIR
+    from puppet.training.distill import flops_per_frame, sample_poses
 
     folder = args.student or DEFAULT_STUDENT_DIR
     poser = StudentPoser.from_folder(folder)
@@ -47,9 +51,11 @@ def main() -> None:
         times.append(time.perf_counter() - t0)
     ms = np.array(times) * 1000
     print(f"student {folder}")
-    print(f"threads {args.threads}: {len(ms)} frames, {1000 / ms.mean():.1f} fps"
-          f" (mean {ms.mean():.2f} ms, median {np.median(ms):.2f} ms,"
-          f" p95 {np.percentile(ms, 95):.2f} ms)")
+    print(
+        f"threads {args.threads}: {len(ms)} frames, {1000 / ms.mean():.1f} fps"
+        f" (mean {ms.mean():.2f} ms, median {np.median(ms):.2f} ms,"
+        f" p95 {np.percentile(ms, 95):.2f} ms)"
+    )
     print(f"arithmetic: {flops_per_frame(poser.config) / 1e9:.3f} GFLOP per 512x512 frame")
 
 

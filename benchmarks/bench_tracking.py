@@ -15,7 +15,7 @@ import time
 import cv2
 import numpy as np
 
-from puppet.tracking import FaceTracker, TrackerOptions
+from puppet.tracking.tracker import FaceTracker, TrackerOptions
 
 
 def test_frame() -> np.ndarray:
@@ -42,8 +42,12 @@ def bench(mode: str, frame: np.ndarray, frames: int, warmup: int) -> dict[str, f
             if i > warmup:
                 times.append((time.perf_counter() - start) * 1000)
     ms = np.asarray(times)
-    return {"first": first_ms, "median": float(np.median(ms)), "p95": float(np.percentile(ms, 95)),
-            "mean": float(ms.mean())}
+    return {
+        "first": first_ms,
+        "median": float(np.median(ms)),
+        "p95": float(np.percentile(ms, 95)),
+        "mean": float(ms.mean()),
+    }
 
 
 def main() -> None:
@@ -56,8 +60,10 @@ def main() -> None:
     print(f"640x480 frame, {args.frames} frames after {args.warmup} warm-up, VIDEO mode")
     for mode in args.modes:
         r = bench(mode, frame, args.frames, args.warmup)
-        print(f"{mode:>4}: median {r['median']:.2f} ms  p95 {r['p95']:.2f} ms  "
-              f"mean {r['mean']:.2f} ms  first call {r['first']:.1f} ms")
+        print(
+            f"{mode:>4}: median {r['median']:.2f} ms  p95 {r['p95']:.2f} ms  "
+            f"mean {r['mean']:.2f} ms  first call {r['first']:.1f} ms"
+        )
 
 
 if __name__ == "__main__":

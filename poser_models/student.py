@@ -39,11 +39,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from puppet.character import load_character
+from poser_models.image import load_character
 from puppet.errors import PuppetError
 from puppet.pose import LOWER, NUM_PARAMETERS, PARAMETER_NAMES, UPPER, PoseVector
 
@@ -100,12 +97,20 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
     shapes["face.basis"] = (c.face_rank, c.face_box[2], c.face_box[3], 4)
     mlp("face.mlp", FACE_INPUTS, c.face_hidden, c.face_rank)
     shapes["head.basis"] = (
-        c.layers, len(monomial_exponents(3, c.head_degree)), c.head_box[2], c.head_box[3], 2
+        c.layers,
+        len(monomial_exponents(3, c.head_degree)),
+        c.head_box[2],
+        c.head_box[3],
+        2,
     )
     shapes["layer.logits"] = (c.layers, c.image_size, c.image_size)
     shapes["layer.fill"] = (c.layers, c.head_box[2], c.head_box[3], 4)
     shapes["body.basis"] = (
-        c.layers, len(monomial_exponents(3, c.body_degree)), c.body_box[2], c.body_box[3], 2
+        c.layers,
+        len(monomial_exponents(3, c.body_degree)),
+        c.body_box[2],
+        c.body_box[3],
+        2,
     )
     shapes["residual.basis"] = (c.residual_rank, c.residual_box[2], c.residual_box[3], 4)
     mlp("residual.mlp", NUM_PARAMETERS, c.residual_hidden, c.residual_rank)
@@ -159,169 +164,6 @@ def image_sha256(rgba: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rgba, dtype=np.uint8).tobytes()).hexdigest()
 
 
-# ---------------------------------------------------------------------------------------------
-# Training module (torch). Maps are stored channels-last to match the numpy runtime.
-
-
-class PoseMLP(nn.Sequential):
-    def __init__(self, inputs: int, hidden: int, outputs: int) -> None:
-        super().__init__(
-            nn.Linear(inputs, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(),
-            nn.Linear(hidden, outputs),
-        )
-
-
-class StudentNet(nn.Module):
-    """The student as a differentiable torch module (used by ``puppet distill``)."""
-
-    def __init__(self, config: StudentConfig) -> None:
-        super().__init__()
-        self.config = config
-        shapes = tensor_shapes(config)
-        self.face_basis = nn.Parameter(torch.zeros(shapes["face.basis"]))
-        self.face_mlp = PoseMLP(FACE_INPUTS, config.face_hidden, config.face_rank)
-        self.head_basis = nn.Parameter(torch.zeros(shapes["head.basis"]))
-        self.layer_logits = nn.Parameter(torch.zeros(shapes["layer.logits"]))
-        self.layer_fill = nn.Parameter(torch.zeros(shapes["layer.fill"]))
-        self.body_basis = nn.Parameter(torch.zeros(shapes["body.basis"]))
-        self.residual_basis = nn.Parameter(torch.zeros(shapes["residual.basis"]))
-        self.residual_mlp = PoseMLP(NUM_PARAMETERS, config.residual_hidden, config.residual_rank)
-        self.register_buffer(
-            "head_exponents", torch.tensor(monomial_exponents(3, config.head_degree)).float()
-        )
-        self.register_buffer(
-            "body_exponents", torch.tensor(monomial_exponents(3, config.body_degree)).float()
-        )
-
-    # -- naming shared with the file format ---------------------------------------------------
-    def file_parameters(self) -> dict[str, nn.Parameter]:
-        """Parameters under their file names."""
-        out = {
-            "face.basis": self.face_basis, "head.basis": self.head_basis,
-            "body.basis": self.body_basis, "residual.basis": self.residual_basis,
-            "layer.logits": self.layer_logits, "layer.fill": self.layer_fill,
-        }
-        for prefix, mlp in (("face.mlp", self.face_mlp), ("residual.mlp", self.residual_mlp)):
-            for i, layer in enumerate(m for m in mlp if isinstance(m, nn.Linear)):
-                out[f"{prefix}.{i}.weight"] = layer.weight
-                out[f"{prefix}.{i}.bias"] = layer.bias
-        return out
-
-    def export_tensors(self) -> dict[str, Tensor]:
-        return {k: v.detach() for k, v in self.file_parameters().items()}
-
-    def import_tensors(self, tensors: dict[str, Tensor]) -> None:
-        own = self.file_parameters()
-        check_shapes(tensors, self.config, "checkpoint")
-        with torch.no_grad():
-            for name, parameter in own.items():
-                parameter.copy_(tensors[name].float())
-
-    # -- pieces ------------------------------------------------------------------------------
-    @staticmethod
-    def monomials(values: Tensor, exponents: Tensor) -> Tensor:
-        """(B, 3) values, (T, 3) exponents -> (B, T) monomials."""
-        return torch.prod(values[:, None, :] ** exponents[None], dim=-1)
-
-    def face_delta(self, pose: Tensor) -> Tensor:
-        """(B, 45) -> (B, h, w, 4): what the face stage adds to the neutral face box."""
-        coefficients = self.face_mlp(pose[:, :FACE_INPUTS])
-        return torch.einsum("bk,khwc->bhwc", coefficients, self.face_basis)
-
-    def _field(self, coefficients: Tensor, basis: Tensor, box: Box, size: int) -> Tensor:
-        """Mix a boxed basis and paste it into a zero (B, C, size, size) field."""
-        mixed = torch.einsum("bk,khwc->bchw", coefficients, basis)
-        top, left, height, width = box
-        return F.pad(mixed, (left, size - left - width, top, size - top - height))
-
-    def fields(self, pose: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
-        """Per-layer head flows and the body flow (B, 2, S, S) in pixels; residual (B, 4, S, S)."""
-        c = self.config
-        head_terms = self.monomials(pose[:, list(HEAD_INDICES)], self.head_exponents)
-        head = [self._field(head_terms, self.head_basis[layer], c.head_box, c.field_size)
-                for layer in range(c.layers)]
-        body_terms = self.monomials(pose[:, list(BODY_INDICES)], self.body_exponents)
-        body = [self._field(body_terms, self.body_basis[layer], c.body_box, c.body_field_size)
-                for layer in range(c.layers)]
-        residual = self._field(self.residual_mlp(pose), self.residual_basis, c.residual_box,
-                               c.field_size)
-        return head, body, residual
-
-    def _sample_field(self, field_: Tensor, points: Tensor) -> Tensor:
-        """Bilinear field value at image-pixel points (B, H, W, 2), as cv2.resize+remap do."""
-        size = field_.shape[-1]
-        scale = size / self.config.image_size
-        coords = (points + 0.5) * scale - 0.5
-        grid = coords * (2.0 / (size - 1)) - 1.0
-        return F.grid_sample(field_, grid, mode="bilinear", padding_mode="border",
-                             align_corners=True)
-
-    def layer_sources(self, source: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Masks (L, 1, H, W), the character split by them (L, 4, H, W), and each layer's
-        fill field (L, 4, S, S): what the layer shows where a layer in front of it covered
-        it in the character image."""
-        c = self.config
-        masks = torch.softmax(self.layer_logits, dim=0)[:, None]
-        top, left, height, width = c.head_box
-        size = c.field_size
-        fill = F.pad(self.layer_fill.permute(0, 3, 1, 2),
-                     (left, size - left - width, top, size - top - height))
-        return masks, source[None] * masks, fill
-
-    def forward(self, pose: Tensor, source: Tensor, points: Tensor) -> Tensor:
-        """Posed premultiplied linear RGBA (B, 4, H, W) at image-pixel ``points`` (B, H, W, 2).
-
-        ``source`` is the character, premultiplied linear (4, 512, 512). ``points`` are the
-        output pixel positions (x, y) to compute: the whole grid or a crop of it.
-        """
-        c = self.config
-        batch = pose.shape[0]
-        top, left, height, width = c.face_box
-        size = c.image_size
-        delta = self.face_delta(pose).permute(0, 3, 1, 2)
-        masks, layers, fills = self.layer_sources(source)
-        head, body, residual = self.fields(pose)
-        out = None
-        for layer in range(c.layers):
-            q = points + self._sample_field(body[layer], points).permute(0, 2, 3, 1)
-            r = q + self._sample_field(head[layer], q).permute(0, 2, 3, 1)
-            grid = r * (2.0 / (size - 1)) - 1.0
-            # Replicating the border continues a character cut off by the frame (the chest at
-            # the bottom) when the body moves; THA images are transparent at every other edge.
-            # All crops in one grid: the gradient then has one image's size, not the batch's.
-            height_out, width_out = grid.shape[1:3]
-            image = F.grid_sample(layers[layer : layer + 1],
-                                  grid.reshape(1, batch * height_out, width_out, 2),
-                                  mode="bilinear", padding_mode="border", align_corners=True)
-            image = image.reshape(4, batch, height_out, width_out).transpose(0, 1)
-            # The runtime adds the fill upsampled to 512 before warping; sampling the coarse
-            # fill directly is the same up to second-order smoothing and much cheaper here.
-            image = image + self._sample_field(fills[layer : layer + 1].expand(batch, -1, -1, -1),
-                                               r)
-            # The face change lives in the face box only: sample it there (bilinear sampling
-            # is linear, so this equals sampling the pasted image).
-            box_grid = torch.stack(
-                [(r[..., 0] - left) * (2.0 / (width - 1)) - 1.0,
-                 (r[..., 1] - top) * (2.0 / (height - 1)) - 1.0], dim=-1)
-            box_mask = masks[layer, :, top : top + height, left : left + width]
-            image = image + F.grid_sample(delta * box_mask, box_grid, mode="bilinear",
-                                          padding_mode="zeros", align_corners=True)
-            # Back to front, "over" in premultiplied alpha.
-            out = image if out is None else image + (1.0 - image[:, 3:4]) * out
-        assert out is not None
-        return out + self._sample_field(residual, points)
-
-
-def pixel_grid(top: int, left: int, height: int, width: int) -> Tensor:
-    """(height, width, 2) image-pixel (x, y) positions of a box."""
-    ys, xs = torch.meshgrid(
-        torch.arange(top, top + height, dtype=torch.float32),
-        torch.arange(left, left + width, dtype=torch.float32),
-        indexing="ij",
-    )
-    return torch.stack([xs, ys], dim=-1)
-
-
 def check_shapes(tensors: dict, config: StudentConfig, what: str) -> None:
     expected = tensor_shapes(config)
     missing = sorted(set(expected) - set(tensors))
@@ -371,12 +213,12 @@ class StudentManifest:
         except FileNotFoundError:
             raise PuppetError(
                 f"{path} does not exist: this folder is not a puppet student.",
-                "Point at a folder made by `puppet distill` (student.safetensors +"
-                " manifest.json).",
+                "Point at a folder made by `puppet distill` (student.safetensors + manifest.json).",
             ) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise PuppetError(f"{path} is not valid JSON ({error}).",
-                              "Re-run `puppet distill`.") from None
+            raise PuppetError(
+                f"{path} is not valid JSON ({error}).", "Re-run `puppet distill`."
+            ) from None
         if data.get("format") != FORMAT:
             raise PuppetError(
                 f"{path} has format {data.get('format')!r}, expected {FORMAT!r}.",
@@ -398,8 +240,9 @@ class StudentManifest:
                 extra=dict(data.get("extra", {})),
             )
         except (KeyError, TypeError, ValueError) as error:
-            raise PuppetError(f"{path} is missing a field ({error}).",
-                              "Re-run `puppet distill`.") from None
+            raise PuppetError(
+                f"{path} is missing a field ({error}).", "Re-run `puppet distill`."
+            ) from None
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
@@ -409,8 +252,9 @@ def _silu(x: np.ndarray) -> np.ndarray:
 class StudentPoser:
     """The Poser protocol over a distilled student (numpy + OpenCV, CPU)."""
 
-    def __init__(self, tensors: dict[str, np.ndarray], manifest: StudentManifest,
-                 folder: Path | None = None) -> None:
+    def __init__(
+        self, tensors: dict[str, np.ndarray], manifest: StudentManifest, folder: Path | None = None
+    ) -> None:
         self.device = "cpu"
         self.dtype = "float32"  # maps are stored fp16 and computed in fp32
         self.manifest = manifest
@@ -420,39 +264,48 @@ class StudentPoser:
         check_shapes(tensors, c, "weights")
         t = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
 
-        # Basis mixing is a (K,) x (K, M) product: torch's matmul keeps to the thread count
-        # the application set (OpenBLAS's threaded gemv stalls when the cores are busy).
-        def flat(name: str, rows: int) -> torch.Tensor:
-            return torch.from_numpy(t[name].reshape(rows, -1))
+        # Basis mixing is a (K,) x (K, M) product over each flattened basis.
+        def flat(name: str, rows: int) -> np.ndarray:
+            return np.ascontiguousarray(t[name].reshape(rows, -1))
 
         self._face_basis = flat("face.basis", c.face_rank)
         terms = len(monomial_exponents(3, c.head_degree))
-        self._head_basis = [torch.from_numpy(np.ascontiguousarray(
-            t["head.basis"][layer].reshape(terms, -1))) for layer in range(c.layers)]
-        self._body_basis = [torch.from_numpy(np.ascontiguousarray(
-            t["body.basis"][layer].reshape(t["body.basis"].shape[1], -1)))
-            for layer in range(c.layers)]
+        self._head_basis = [
+            np.ascontiguousarray(t["head.basis"][layer].reshape(terms, -1))
+            for layer in range(c.layers)
+        ]
+        self._body_basis = [
+            np.ascontiguousarray(t["body.basis"][layer].reshape(t["body.basis"].shape[1], -1))
+            for layer in range(c.layers)
+        ]
         self._residual_basis = flat("residual.basis", c.residual_rank)
-        self._face_mlp = [(t[f"face.mlp.{i}.weight"].T.copy(), t[f"face.mlp.{i}.bias"])
-                          for i in range(3)]
-        self._residual_mlp = [(t[f"residual.mlp.{i}.weight"].T.copy(),
-                               t[f"residual.mlp.{i}.bias"]) for i in range(3)]
+        self._face_mlp = [
+            (t[f"face.mlp.{i}.weight"].T.copy(), t[f"face.mlp.{i}.bias"]) for i in range(3)
+        ]
+        self._residual_mlp = [
+            (t[f"residual.mlp.{i}.weight"].T.copy(), t[f"residual.mlp.{i}.bias"]) for i in range(3)
+        ]
         logits = t["layer.logits"]
         weights = np.exp(logits - logits.max(axis=0, keepdims=True))
         self._masks = (weights / weights.sum(axis=0, keepdims=True))[..., None]  # (L, H, W, 1)
         top, left, height, width = c.head_box
         fill = np.zeros((c.layers, c.field_size, c.field_size, 4), np.float32)
         fill[:, top : top + height, left : left + width] = t["layer.fill"]
-        self._fill = np.stack([cv2.resize(f, (c.image_size, c.image_size),
-                                          interpolation=cv2.INTER_LINEAR) for f in fill])
+        self._fill = np.stack(
+            [
+                cv2.resize(f, (c.image_size, c.image_size), interpolation=cv2.INTER_LINEAR)
+                for f in fill
+            ]
+        )
         self._head_exponents = np.array(monomial_exponents(3, c.head_degree), dtype=np.float32)
         self._body_exponents = np.array(monomial_exponents(3, c.body_degree), dtype=np.float32)
         size, fs = c.image_size, c.field_size
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
         self._grid_x, self._grid_y = xs, ys
         self._head_fields = [np.zeros((fs, fs, 2), np.float32) for _ in range(c.layers)]
-        self._body_fields = [np.zeros((c.body_field_size, c.body_field_size, 2), np.float32)
-                             for _ in range(c.layers)]
+        self._body_fields = [
+            np.zeros((c.body_field_size, c.body_field_size, 2), np.float32) for _ in range(c.layers)
+        ]
         self._residual_field = np.zeros((fs, fs, 4), np.float32)
         self._layers: np.ndarray | None = None  # (L, H, W, 4) pose-independent layer images
         self._work: np.ndarray | None = None
@@ -477,8 +330,9 @@ class StudentPoser:
         try:
             tensors = load_file(str(weights))
         except (SafetensorError, OSError) as error:
-            raise PuppetError(f"Cannot read {weights} ({error}).",
-                              "The file is damaged: re-run `puppet distill`.") from None
+            raise PuppetError(
+                f"Cannot read {weights} ({error}).", "The file is damaged: re-run `puppet distill`."
+            ) from None
         return cls(tensors, manifest, folder)
 
     @property
@@ -512,25 +366,44 @@ class StudentPoser:
         for layer in range(c.layers):
             content = self._layers[layer][..., 3] > 1.0 / 1024
             content[top : top + height, left : left + width] |= (
-                self._masks[layer][top : top + height, left : left + width, 0] > 1.0 / 1024)
+                self._masks[layer][top : top + height, left : left + width, 0] > 1.0 / 1024
+            )
             if not content.any():
                 self._regions.append(None)
                 continue
             # Every monomial of values in [-1, 1] is in [-1, 1]: sum |maps| bounds the flow.
-            reach = float(self._head_basis[layer].abs().sum(0).max()
-                          + self._body_basis[layer].abs().sum(0).max()) + 2.0
+            reach = (
+                float(
+                    np.abs(self._head_basis[layer]).sum(0).max()
+                    + np.abs(self._body_basis[layer]).sum(0).max()
+                )
+                + 2.0
+            )
             ys, xs = np.nonzero(content)
-            self._regions.append((
-                max(0, int(ys.min() - reach)), min(size, int(ys.max() + reach) + 2),
-                max(0, int(xs.min() - reach)), min(size, int(xs.max() + reach) + 2)))
+            self._regions.append(
+                (
+                    max(0, int(ys.min() - reach)),
+                    min(size, int(ys.max() + reach) + 2),
+                    max(0, int(xs.min() - reach)),
+                    min(size, int(xs.max() + reach) + 2),
+                )
+            )
         rt, rl, rh, rw = c.residual_box
         factor = size // c.field_size
-        residual = (max(0, rt * factor - 2), min(size, (rt + rh) * factor + 2),
-                    max(0, rl * factor - 2), min(size, (rl + rw) * factor + 2))
+        residual = (
+            max(0, rt * factor - 2),
+            min(size, (rt + rh) * factor + 2),
+            max(0, rl * factor - 2),
+            min(size, (rl + rw) * factor + 2),
+        )
         boxes = [r for r in self._regions if r is not None] + [residual]
         self._residual_region = residual
-        self._union = (min(b[0] for b in boxes), max(b[1] for b in boxes),
-                       min(b[2] for b in boxes), max(b[3] for b in boxes))
+        self._union = (
+            min(b[0] for b in boxes),
+            max(b[1] for b in boxes),
+            min(b[2] for b in boxes),
+            max(b[3] for b in boxes),
+        )
         self._out = np.zeros((size, size, 4), np.float32)
 
     # -- posing ------------------------------------------------------------------------------
@@ -543,14 +416,14 @@ class StudentPoser:
         return x
 
     @staticmethod
-    def _combine(coefficients: np.ndarray, basis: torch.Tensor) -> np.ndarray:
-        return (torch.from_numpy(np.ascontiguousarray(coefficients, np.float32)) @ basis).numpy()
+    def _combine(coefficients: np.ndarray, basis: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(coefficients, np.float32) @ basis
 
-    def _mix(self, coefficients: np.ndarray, basis: torch.Tensor, box: Box,
-             out: np.ndarray) -> None:
+    def _mix(self, coefficients: np.ndarray, basis: np.ndarray, box: Box, out: np.ndarray) -> None:
         top, left, height, width = box
-        out[top : top + height, left : left + width] = self._combine(
-            coefficients, basis).reshape(height, width, out.shape[2])
+        out[top : top + height, left : left + width] = self._combine(coefficients, basis).reshape(
+            height, width, out.shape[2]
+        )
 
     def pose_premultiplied(self, pose: PoseVector) -> np.ndarray:
         """The posed frame as premultiplied linear float32 (512, 512, 4), unclipped.
@@ -578,16 +451,21 @@ class StudentPoser:
                 continue
             y0, y1, x0, x1 = region
             self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
-            body_flow = cv2.resize(self._body_fields[layer], (size, size),
-                                   interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+            body_flow = cv2.resize(
+                self._body_fields[layer], (size, size), interpolation=cv2.INTER_LINEAR
+            )[y0:y1, x0:x1]
             qx = self._grid_x[y0:y1, x0:x1] + body_flow[..., 0]
             qy = self._grid_y[y0:y1, x0:x1] + body_flow[..., 1]
             work = self._work[layer]
             work[box] = self._layers[layer][box] + face * self._masks[layer][box]
             self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
-            head_flow = cv2.remap(self._head_fields[layer], (qx + 0.5) * scale - 0.5,
-                                  (qy + 0.5) * scale - 0.5, cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE)
+            head_flow = cv2.remap(
+                self._head_fields[layer],
+                (qx + 0.5) * scale - 0.5,
+                (qy + 0.5) * scale - 0.5,
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
             qx += head_flow[..., 0]
             qy += head_flow[..., 1]
             # Replicating the border continues a character cut off by the frame (the chest
@@ -597,11 +475,16 @@ class StudentPoser:
             target = out[y0:y1, x0:x1]
             target *= 1.0 - image[..., 3:4]
             target += image
-        self._mix(self._mlp(self._residual_mlp, x), self._residual_basis, c.residual_box,
-                  self._residual_field)
+        self._mix(
+            self._mlp(self._residual_mlp, x),
+            self._residual_basis,
+            c.residual_box,
+            self._residual_field,
+        )
         r0, r1, r2, r3 = self._residual_region
-        out[r0:r1, r2:r3] += cv2.resize(self._residual_field, (size, size),
-                                        interpolation=cv2.INTER_LINEAR)[r0:r1, r2:r3]
+        out[r0:r1, r2:r3] += cv2.resize(
+            self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR
+        )[r0:r1, r2:r3]
         return out
 
     def pose(self, pose: PoseVector) -> np.ndarray:
@@ -612,7 +495,9 @@ class StudentPoser:
         return frame
 
 
-def create_poser(argument: str, device: str) -> tuple[StudentPoser, Path]:
+def create_poser(
+    argument: str, device: str, models_dir: Path | None = None
+) -> tuple[StudentPoser, Path]:
     """Registry factory for ``student:DIR`` (and ``default``): the student and its image."""
     # The student always runs on the CPU (numpy + OpenCV): it is real-time there, and a GPU
     # would spend longer on transfers than on the few remaps; ``device`` is accepted and ignored.

@@ -15,6 +15,7 @@ eyebrow decomposer (head crop, once per character) -> eyebrow morphing combiner 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -28,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poser_models.tha3_keys import NETWORKS  # the five official files, in pipeline order
-from puppet.atomic import atomic_write_bytes, sha256_file
+from poser_models.tha3_keys import (  # the five official files, in pipeline order
+    NETWORKS,
+    find_variant_dir,
+)
 from puppet.errors import PuppetError
 from puppet.pose import EYEBROW_SLICE, FACE_SLICE, ROTATION_SLICE, PoseVector
 
@@ -501,7 +504,7 @@ def load_tha3_network(path: Path | str, network: str, variant: str) -> nn.Module
     PuppetError naming the file, the key and the expected shape. fp16 tensors (``*_half``) are
     upcast exactly to fp32.
     """
-    from puppet.models import load_state_dict_checked
+    from poser_models.weights import load_state_dict_checked
 
     module = build_tha3_network(network, variant)
     expected = {key: tuple(value.shape) for key, value in module.state_dict().items()}
@@ -706,40 +709,11 @@ def _export_onnx_bytes(module: nn.Module, network: str) -> bytes:
     return model.SerializeToString()
 
 
-ONNX_MANIFEST = "onnx_manifest.json"
+ONNX_MANIFEST = "onnx_manifest.json"  # written by puppet.model_store.export_onnx
 
 
-def export_onnx(
-    variant_dir: Path | str,
-    out_dir: Path | str | None = None,
-    variant: str | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> list[Path]:
-    """Export the five networks of an official THA3 folder to ONNX (fp32, batch 1).
-
-    ``out_dir`` defaults to ``<variant_dir>/onnx``, where `THA3Poser` looks for them (it
-    exports in memory at load time otherwise, which costs a few seconds per start). The
-    variant defaults to the folder's name. Files are written atomically, with a manifest
-    recording the sha256 of each source ``.pt`` so stale exports are ignored.
-    """
-    variant_dir = Path(variant_dir)
-    variant = variant or variant_dir.name
-    variant_config(variant)
-    out = Path(out_dir) if out_dir is not None else variant_dir / "onnx"
-    out.mkdir(parents=True, exist_ok=True)
-    manifest: dict[str, object] = {"variant": variant, "opset": ONNX_OPSET, "sources": {}}
-    written = []
-    for network in NETWORKS:
-        if progress is not None:
-            progress(network)
-        source = variant_dir / f"{network}.pt"
-        data = _export_onnx_bytes(load_tha3_network(source, network, variant), network)
-        target = out / f"{network}.onnx"
-        atomic_write_bytes(target, data)
-        manifest["sources"][network] = sha256_file(source)  # type: ignore[index]
-        written.append(target)
-    atomic_write_bytes(out / ONNX_MANIFEST, json.dumps(manifest, indent=2).encode())
-    return written
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()  # a THA3 file is < 15 MB
 
 
 def _fresh_onnx_files(variant_dir: Path, variant: str) -> dict[str, Path]:
@@ -756,7 +730,7 @@ def _fresh_onnx_files(variant_dir: Path, variant: str) -> dict[str, Path]:
         path = folder / f"{network}.onnx"
         source = variant_dir / f"{network}.pt"
         if network in NETWORKS and path.is_file() and source.is_file():
-            if sha256_file(source) == digest:
+            if _sha256(source) == digest:
                 found[network] = path
     return found
 
@@ -778,7 +752,7 @@ class CacheStats:
 
 
 class THA3Poser:
-    """The official THA3 pipeline on one character (`puppet.posers.Poser`).
+    """The official THA3 pipeline on one character (`poser_models.registry.Poser`).
 
     ``backend``: ``auto`` (ONNX Runtime on CPU when installed, else eager torch), ``eager``,
     ``channels_last``, ``compile`` (torch.compile) or ``onnx``. CUDA always uses eager torch,
@@ -867,7 +841,7 @@ class THA3Poser:
     def load(self, character: Path | str | np.ndarray) -> None:
         """Read (or take) the character image, check it against the THA3 spec and decompose
         its eyebrows once."""
-        from puppet.character import load_character
+        from poser_models.image import load_character
 
         self.set_image(rgba8_to_tensor(load_character(character)))
 
@@ -988,16 +962,16 @@ class THA3Poser:
         return tensor_to_rgba8(self.pose_image(pose))
 
 
-def create_poser(argument: str, device: str = "cpu") -> tuple[THA3Poser, None]:
+def create_poser(
+    argument: str, device: str = "cpu", models_dir: Path | None = None
+) -> tuple[THA3Poser, None]:
     """Registry factory for ``tha3:<variant>[@DIR]``: an unloaded poser, no own character.
 
     DIR is the folder with the five ``.pt`` files (or its parent); without it the copy
     installed by ``puppet models import``/``fetch`` is used.
     """
-    from puppet.models import find_tha3_variant_dir
-
     variant, _, folder = argument.partition("@")
     variant = variant.strip()
     variant_config(variant)
-    model_dir = find_tha3_variant_dir(variant, Path(folder) if folder else None)
+    model_dir = find_variant_dir(variant, Path(folder) if folder else None, models_dir)
     return THA3Poser(variant, model_dir, device=device), None

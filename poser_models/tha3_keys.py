@@ -8,6 +8,10 @@ source by enumeration; names, order and shapes verified against a real separable
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from puppet.errors import PuppetError
+
 NETWORKS = (
     "eyebrow_decomposer",
     "eyebrow_morphing_combiner",
@@ -17,6 +21,38 @@ NETWORKS = (
 )
 FAMILIES = ("standard", "separable")
 VARIANTS = ("standard_float", "standard_half", "separable_float", "separable_half")
+NETWORK_FILES = tuple(f"{network}.pt" for network in NETWORKS)
+MANIFEST = "manifest.json"  # written by `puppet models import/fetch` beside the five files
+INSTALL_FIX = "run `puppet models import DIR` or `puppet models fetch tha3:{variant}`"
+
+
+def find_variant_dir(variant: str, explicit_dir: Path | None, installed_root: Path | None) -> Path:
+    """The folder holding ``variant``'s five files: ``explicit_dir`` (or its ``variant``
+    child), else ``installed_root/tha3/variant`` as installed by ``puppet models``."""
+    if variant not in VARIANTS:
+        raise PuppetError(
+            f"Unknown THA3 variant {variant!r}.", f"Use one of: {', '.join(VARIANTS)}."
+        )
+    fix = INSTALL_FIX.format(variant=variant)
+    if explicit_dir is not None:
+        explicit_dir = Path(explicit_dir).expanduser()
+        for candidate in (explicit_dir, explicit_dir / variant):
+            if all((candidate / name).is_file() for name in NETWORK_FILES):
+                return candidate
+        missing = [n for n in NETWORK_FILES if not (explicit_dir / n).is_file()]
+        raise PuppetError(
+            f"{str(explicit_dir)!r} does not hold the THA3 {variant} files"
+            f" (missing {', '.join(missing)}).",
+            f"Pass the folder with {', '.join(NETWORK_FILES)}, or {fix}.",
+        )
+    if installed_root is None:
+        raise PuppetError(f"THA3 {variant} weights are not installed.", f"To install them, {fix}.")
+    folder = installed_root / "tha3" / variant
+    missing = [n for n in (*NETWORK_FILES, MANIFEST) if not (folder / n).is_file()]
+    if missing:
+        raise PuppetError(f"THA3 {variant} weights are not installed.", f"To install them, {fix}.")
+    return folder
+
 
 # (tensors, parameters) per file, for messages and sanity checks.
 COUNTS: dict[str, dict[str, tuple[int, int]]] = {

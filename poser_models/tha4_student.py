@@ -37,9 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from puppet.character import load_character
+from poser_models.image import load_character
+from poser_models.weights import load_state_dict_checked as load_checked_state_dict
 from puppet.errors import PuppetError
-from puppet.models import load_state_dict_checked as load_checked_state_dict
 from puppet.pose import PoseVector
 
 log = logging.getLogger(__name__)
@@ -163,9 +163,13 @@ def _storages(levels: list[tuple[int, int]], device: torch.device) -> list[torch
     return [torch.empty(count, device=device) for _ in range(2)]
 
 
-def _augmented(weight: torch.Tensor, bias: torch.Tensor, scale: float,
-               x_row: torch.Tensor | float = 0.0, y_row: torch.Tensor | float = 0.0
-               ) -> torch.Tensor:
+def _augmented(
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    scale: float,
+    x_row: torch.Tensor | float = 0.0,
+    y_row: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
     """(3 + in, out) matrix for inputs [x, y, 1, features]: rows [x_row, y_row, bias, W^T]."""
     w = weight[:, :, 0, 0].t() * scale
     out = torch.zeros(3 + w.shape[0], w.shape[1], device=w.device)
@@ -185,8 +189,9 @@ class _FirstLayer:
     which clamping pins to the outermost low-resolution coordinate, corrected afterwards.
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor, n_prev: int, size: int,
-                 omega: float) -> None:
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor, n_prev: int, size: int, omega: float
+    ) -> None:
         w = weight[:, :, 0, 0] * omega  # (out, in)
         self.size, self.width = size, w.shape[0]
         self.w_x, self.w_y = w[:, n_prev].clone(), w[:, n_prev + 1].clone()
@@ -221,8 +226,7 @@ class _FirstLayer:
     def upsampled_into(self, out: torch.Tensor) -> None:
         """out = layer([up(previous), x, y, pose]) from `project_previous`'s result."""
         n, low = self.size, self.size // 2
-        _upsample2x(self.low.view(low, low, self.width), self.half,
-                    out.view(n, n, self.width))
+        _upsample2x(self.low.view(low, low, self.width), self.half, out.view(n, n, self.width))
         grid = out.view(n, n, self.width)
         grid[0] += self.edge_first * self.w_y
         grid[-1] += self.edge_last * self.w_y
@@ -249,8 +253,9 @@ class _FastLevel:
     def __init__(self, layers: nn.ModuleList, n_prev: int, size: int, omega: float) -> None:
         first = layers[0].linear
         self.first = _FirstLayer(first.weight, first.bias, n_prev, size, omega)
-        self.hidden = [_augmented(layer.linear.weight, layer.linear.bias, omega)
-                       for layer in layers[1:]]
+        self.hidden = [
+            _augmented(layer.linear.weight, layer.linear.bias, omega) for layer in layers[1:]
+        ]
         self.size = size
         self.max_width = max([self.first.width] + [w.shape[1] for w in self.hidden])
         self.grid: _Grid | None = None
@@ -463,8 +468,9 @@ class THA4Student(nn.Module):
         c = self.config
         face = self.face_patch(pose)
         with_face = image.clone()
-        with_face[:, :, c.face_top : c.face_top + c.face_size,
-                  c.face_left : c.face_left + c.face_size] = face
+        with_face[
+            :, :, c.face_top : c.face_top + c.face_size, c.face_left : c.face_left + c.face_size
+        ] = face
         body = self.body_morpher(with_face, pose)
         return [body.blended, body.alpha, body.color, body.warped, body.grid_change, face]
 
@@ -517,8 +523,10 @@ class THA4StudentPoser:
             rgba, load_character(self.files.character)
         ):
             # The student draws its own character's face patch whatever the image is.
-            log.warning("This THA4 student was made for %s; another image will look wrong.",
-                        self.files.character)
+            log.warning(
+                "This THA4 student was made for %s; another image will look wrong.",
+                self.files.character,
+            )
         self._image = image_to_tensor(rgba).to(self.device)
 
     def _pose_tensor(self, pose: PoseVector | np.ndarray) -> torch.Tensor:
@@ -528,8 +536,9 @@ class THA4StudentPoser:
     def posing_outputs(self, pose: PoseVector | np.ndarray) -> list[torch.Tensor]:
         """The six official outputs in the official output space (see THA4Student.forward)."""
         if self._image is None:
-            raise PuppetError("The THA4 student poser has no character loaded.",
-                              "Call load(character) first.")
+            raise PuppetError(
+                "The THA4 student poser has no character loaded.", "Call load(character) first."
+            )
         return self.model(self._image, self._pose_tensor(pose))
 
     def pose_raw(self, pose: PoseVector | np.ndarray) -> torch.Tensor:
@@ -540,7 +549,9 @@ class THA4StudentPoser:
         return tensor_to_straight_rgba(self.pose_raw(pose))
 
 
-def create_poser(argument: str, device: str) -> tuple[THA4StudentPoser, Path]:
+def create_poser(
+    argument: str, device: str, models_dir: Path | None = None
+) -> tuple[THA4StudentPoser, Path]:
     """Registry factory for ``tha4-student:DIR``: the poser and the character it was made for."""
     files = StudentFiles.from_folder(argument)
     if not files.character.is_file():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class PuppetError(Exception):
     """A problem with the user's input or environment, with the fix.
@@ -16,8 +19,21 @@ class PuppetError(Exception):
         super().__init__(f"{problem} {fix}" if fix else problem)
 
 
-class NotAvailableYet(PuppetError):
-    """A capability that is planned but not built yet (named in an open issue)."""
+# Optional parts of puppet and the extra that installs each (pyproject's optional-dependencies).
+EXTRAS = {
+    "tha": "the THA3/THA4 posers, distillation and ONNX export (torch, onnxruntime, onnx)",
+    "rig": "hana's code-drawn rig, the student's teacher (skia-python)",
+}
 
-    def __init__(self, what: str) -> None:
-        super().__init__(f"{what} is not available yet.", "See the open issues in the tracker.")
+
+def require_extra(module: str, extra: str) -> ModuleType:
+    """Import ``module`` or raise one PuppetError naming the extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != module.split(".")[0]:
+            raise
+        raise PuppetError(
+            f"{module} is not installed: it is part of the {extra!r} extra ({EXTRAS[extra]}).",
+            f"Install it with: pip install 'puppet[{extra}]' (see README, 'Installing').",
+        ) from None

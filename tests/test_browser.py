@@ -202,8 +202,10 @@ def test_page_shows_live_frames_with_transparency(chromium: DevTools) -> None:
         shot = chromium.screenshot_rgba()
         assert tuple(shot[H // 2, 100]) == (0, 0, 255, 255)
         assert shot[H // 2, 30, 3] == 0
-        print(f"browser send->drawn latency: median {1000 * np.median(latencies):.1f} ms, "
-              f"max {1000 * max(latencies):.1f} ms; PNG encode {output.mean_encode_ms:.2f} ms")
+        print(
+            f"browser send->drawn latency: median {1000 * np.median(latencies):.1f} ms, "
+            f"max {1000 * max(latencies):.1f} ms; PNG encode {output.mean_encode_ms:.2f} ms"
+        )
         assert np.median(latencies) < 0.5
     finally:
         output.close()

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from puppet.calibration import (
+from puppet.errors import PuppetError
+from puppet.mapping.calibration import (
     CalibrationProfile,
     calibrate,
     load_profile,
@@ -12,10 +13,9 @@ from puppet.calibration import (
     recalibrate_neutral,
     save_profile,
 )
-from puppet.errors import PuppetError
-from puppet.mapping import FeatureRanges
+from puppet.mapping.converters import FeatureRanges
 from puppet.paths import profiles_dir
-from puppet.tracking import FaceObservation
+from puppet.tracking.tracker import FaceObservation
 
 
 def full_profile() -> CalibrationProfile:

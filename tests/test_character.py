@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from puppet.character import (
-    HEAD_BOX,
-    SIZE,
-    check_character,
-    load_character,
-    prepare_character,
-)
+from poser_models.image import HEAD_BOX, SIZE, load_character, prepare_character
+from puppet.character import check_character
 from puppet.errors import PuppetError
-from puppet.posers import DEFAULT_CHARACTER_IMAGE
+from puppet.paths import DEFAULT_CHARACTER_IMAGE
 
 
 def _draw_character(width: int = 512, height: int = 512) -> Image.Image:

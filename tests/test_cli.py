@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from puppet.pose import PoseVector
-from puppet.track_io import PoseFrame, write_track
+from puppet.pose_track import PoseFrame, write_track
 
 PUPPET = Path(sys.executable).parent / "puppet"
 

@@ -19,7 +19,10 @@ import torch
 from PIL import Image
 
 from poser_models.student import StudentPoser, rgba_to_premultiplied_linear
-from puppet.distill import (
+from puppet.errors import PuppetError
+from puppet.paths import DEFAULT_CHARACTER_IMAGE
+from puppet.pose import INDEX, LOWER, UPPER
+from puppet.training.distill import (
     alpha_weighted_psnr,
     distill,
     make_teacher,
@@ -28,9 +31,6 @@ from puppet.distill import (
     render_frames,
     sample_poses,
 )
-from puppet.errors import PuppetError
-from puppet.pose import INDEX, LOWER, UPPER
-from puppet.posers import DEFAULT_CHARACTER_IMAGE
 
 
 def test_psnr_definition() -> None:
@@ -82,8 +82,7 @@ def test_short_distillation_from_the_rig_improves_heldout_psnr(tmp_path: Path) -
     torch.set_num_threads(1)
     out = tmp_path / "student"
     start = time.monotonic()
-    report = distill(DEFAULT_CHARACTER_IMAGE, "rig", out, quality="test", seed=0,
-                     progress=False)
+    report = distill(DEFAULT_CHARACTER_IMAGE, "rig", out, quality="test", seed=0, progress=False)
     took = time.monotonic() - start
     assert report.psnr_db > report.untrained_psnr_db + 6.0, report
     assert 0.0 < report.ssim <= 1.0 and report.fps > 0 and report.gflop_per_frame < 0.3
@@ -127,8 +126,9 @@ def test_tha3_teacher_adapter(fixtures_dir: Path, tmp_path: Path) -> None:
     folder.mkdir()
     tha3_dir = fixtures_dir / "tha3"
     for network in NETWORKS:
-        torch.save(formula_state_dict(tha3_dir, "separable_float", network),
-                   folder / f"{network}.pt")
+        torch.save(
+            formula_state_dict(tha3_dir, "separable_float", network), folder / f"{network}.pt"
+        )
     teacher = make_teacher(f"tha3:separable_float@{folder}", tha3_dir / "test_image.png")
     poses = np.load(tha3_dir / "inputs.npz")["poses"][1:2]
     frames = render_frames(teacher, poses)

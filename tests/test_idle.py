@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 
 from puppet.errors import PuppetError
-from puppet.idle import AutoBlink, FaceLostEasing, IdleAnimator, IdleSettings, breathing, smoothstep
+from puppet.mapping.idle import (
+    AutoBlink,
+    FaceLostEasing,
+    IdleAnimator,
+    IdleSettings,
+    breathing,
+    smoothstep,
+)
 from puppet.pose import INDEX
 
 

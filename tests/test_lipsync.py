@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from puppet.errors import PuppetError
-from puppet.lipsync import LipSync, LipSyncSettings
+from puppet.mapping.lipsync import LipSync, LipSyncSettings
 
 RATE = 16000
 

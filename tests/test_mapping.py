@@ -7,7 +7,7 @@ import pytest
 import scipy.optimize
 
 from puppet.errors import PuppetError
-from puppet.mapping import (
+from puppet.mapping.converters import (
     VOWEL_BASIS,
     BlendshapeMapper,
     FeatureRanges,
@@ -22,7 +22,7 @@ from puppet.mapping import (
     vowel_weights,
 )
 from puppet.pose import PoseVector
-from puppet.tracking import FaceObservation
+from puppet.tracking.tracker import FaceObservation
 
 OFFICIAL = MapperSettings(link_eyes=False)
 

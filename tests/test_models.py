@@ -20,7 +20,7 @@ import torch
 
 from poser_models.tha3_keys import KEYS, NETWORKS
 from puppet.errors import PuppetError
-from puppet.models import (
+from puppet.model_store import (
     ATTRIBUTION,
     LICENCE,
     NETWORK_FILES,
@@ -38,8 +38,7 @@ VARIANT = "separable_half"
 
 
 def _write_state(path: Path, family: str, network: str, dtype=torch.float16) -> None:
-    torch.save({key: torch.zeros(shape, dtype=dtype) for key, shape in KEYS[family][network]},
-               path)
+    torch.save({key: torch.zeros(shape, dtype=dtype) for key, shape in KEYS[family][network]}, path)
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +57,18 @@ def _sha(path: Path) -> str:
 
 
 def test_url_table_covers_every_file() -> None:
-    assert set(OFFICIAL_URLS) == {"standard_float", "standard_half", "separable_float",
-                                  "separable_half"}
+    assert set(OFFICIAL_URLS) == {
+        "standard_float",
+        "standard_half",
+        "separable_float",
+        "separable_half",
+    }
     for variant, urls in OFFICIAL_URLS.items():
         assert set(urls) == set(NETWORKS)
         known = [u for u in urls.values() if u]
-        assert all(u.startswith("https://www.dropbox.com/s/") and u.endswith("?dl=1")
-                   for u in known)
+        assert all(
+            u.startswith("https://www.dropbox.com/s/") and u.endswith("?dl=1") for u in known
+        )
         assert len(set(known)) == len(known), variant  # no link reused within a variant
 
 
@@ -118,8 +122,10 @@ def test_import_refuses_bad_sets(official_set: Path, tmp_path: Path) -> None:
     with pytest.raises(PuppetError, match="lacks face_morpher.pt"):
         import_tha3(folder)
 
-    state = {key: torch.zeros(shape, dtype=torch.float16)
-             for key, shape in KEYS["separable"]["face_morpher"]}
+    state = {
+        key: torch.zeros(shape, dtype=torch.float16)
+        for key, shape in KEYS["separable"]["face_morpher"]
+    }
     key, shape = KEYS["separable"]["face_morpher"][5]
     state[key] = torch.zeros(shape[0] + 1, *shape[1:], dtype=torch.float16)
     torch.save(state, folder / "face_morpher.pt")
@@ -146,8 +152,9 @@ def test_import_refuses_pickle_payload(official_set: Path, tmp_path: Path) -> No
     folder = tmp_path / "set"
     shutil.copytree(official_set / VARIANT, folder)
     marker = tmp_path / "payload_ran"
-    state = {key: torch.zeros(shape, dtype=torch.float16)
-             for key, shape in KEYS["separable"]["editor"]}
+    state = {
+        key: torch.zeros(shape, dtype=torch.float16) for key, shape in KEYS["separable"]["editor"]
+    }
     state["body.downsample_blocks.0.2.bias"] = _Payload(marker)
     torch.save(state, folder / "editor.pt")
     with pytest.raises(PuppetError, match="editor.pt.*could run code"):
@@ -217,8 +224,9 @@ class _Server:
 
 @pytest.fixture
 def server(official_set: Path):
-    files = {f"/{VARIANT}/{name}": (official_set / VARIANT / name).read_bytes()
-             for name in NETWORK_FILES}
+    files = {
+        f"/{VARIANT}/{name}": (official_set / VARIANT / name).read_bytes() for name in NETWORK_FILES
+    }
     server = _Server(files)
     yield server
     server.close()

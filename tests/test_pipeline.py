@@ -15,10 +15,10 @@ import pytest
 from facevideo import make_face_video
 from PIL import Image
 
+from puppet.app.live import LiveConfig, RenderConfig, render, run_live, track_video
 from puppet.errors import PuppetError
-from puppet.pipeline import LiveConfig, RenderConfig, render, run_live, track_video
 from puppet.pose import PoseVector
-from puppet.track_io import PoseFrame, read_track, write_track
+from puppet.pose_track import PoseFrame, read_track, write_track
 
 POSER = "rig:hana"  # the bundled rig: fast and real (the student's teacher)
 
@@ -154,8 +154,8 @@ def test_render_png_directory_matches_official_straight_alpha(tmp_path, fixtures
 
 def test_live_loop_survives_a_failing_pose(tmp_path, caplog):
     """A poser error on one pose must not end the stream: the last frame is shown instead."""
-    from puppet.posers import register_poser
-    from puppet.rig import RigPoser
+    from poser_models.registry import register_poser
+    from poser_models.rig import RigPoser
 
     class FlakyRig(RigPoser):
         def pose(self, pose):
@@ -163,7 +163,7 @@ def test_live_loop_survives_a_failing_pose(tmp_path, caplog):
                 raise RuntimeError("simulated poser fault")
             return super().pose(pose)
 
-    register_poser("flaky", lambda argument, device: (FlakyRig(), "hana"))
+    register_poser("flaky", lambda argument, device, models_dir: (FlakyRig(), "hana"))
     track = _track(tmp_path / "t.jsonl", frames=6)  # mouth_aaa rises past 0.5 mid-track
     report = run_live(LiveConfig(source=str(track), poser="flaky:x",
                                  outputs=[f"{tmp_path / 'png'}/"]))  # fmt: skip

@@ -32,8 +32,11 @@ def test_ranges_and_slices():
     signed = {i for i in range(45) if LOWER[i] == -1}
     assert signed == {37, 38, 39, 40, 41, 42, 43}
     assert np.all(UPPER == 1)
-    assert (EYEBROW_SLICE, FACE_SLICE, ROTATION_SLICE) == (slice(0, 12), slice(12, 39),
-                                                             slice(39, 45))
+    assert (EYEBROW_SLICE, FACE_SLICE, ROTATION_SLICE) == (
+        slice(0, 12),
+        slice(12, 39),
+        slice(39, 45),
+    )
     pose = PoseVector(np.arange(45))
     assert pose.eyebrow.shape == (12,) and pose.face.shape == (27,) and pose.rotation.shape == (6,)
     assert pose.rotation[0] == 39

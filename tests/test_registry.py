@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 
+from poser_models.registry import create_poser, parse_spec, register_poser
 from puppet.errors import PuppetError
+from puppet.paths import DEFAULT_STUDENT_DIR
 from puppet.pose import PoseVector
-from puppet.posers import DEFAULT_STUDENT_DIR, create_poser, parse_spec, register_poser
 
 
 def test_parse_known_specs():
-    assert parse_spec("default") == ("student", str(DEFAULT_STUDENT_DIR))
+    assert parse_spec("default", DEFAULT_STUDENT_DIR) == ("student", str(DEFAULT_STUDENT_DIR))
     assert parse_spec("tha3:separable_float") == ("tha3", "separable_float")
     assert parse_spec("tha3:standard_half@/models/tha3") == ("tha3", "standard_half@/models/tha3")
     assert parse_spec("tha4-student:/x/lambda_00") == ("tha4-student", "/x/lambda_00")
@@ -46,12 +47,12 @@ class _SolidPoser:
 
 
 def test_registered_factory_is_built_and_loaded(tmp_path):
-    register_poser("solid", lambda argument, device: (_SolidPoser(int(argument)), tmp_path))
+    register_poser("solid", lambda argument, device, models_dir: (_SolidPoser(int(argument)), tmp_path))
     poser = create_poser("solid:8")
     assert poser.loaded == tmp_path
     pose = PoseVector()
     pose["mouth_aaa"] = 1.0
     assert poser.pose(pose).shape == (8, 8, 4)
-    register_poser("solid2", lambda argument, device: (_SolidPoser(4), None))
+    register_poser("solid2", lambda argument, device, models_dir: (_SolidPoser(4), None))
     with pytest.raises(PuppetError, match="needs a character image"):
         create_poser("solid2:x")

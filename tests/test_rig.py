@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from poser_models.registry import create_poser as create_any_poser
+from poser_models.rig import RigPoser, create_poser, render_rig
 from puppet.errors import PuppetError
+from puppet.paths import DEFAULT_CHARACTER_IMAGE
 from puppet.pose import PARAMETER_NAMES, UPPER, PoseVector
-from puppet.posers import DEFAULT_CHARACTER_IMAGE
-from puppet.posers import create_poser as create_any_poser
-from puppet.rig import RigPoser, create_poser, render_rig
 
 # Boxes (x0, y0, x1, y1) in the 512x512 image. The character's RIGHT eye is on the image LEFT.
 EYE_IMAGE_LEFT = (205, 118, 256, 165)
@@ -73,7 +73,7 @@ def test_committed_png_is_the_neutral_render() -> None:
         assert image.mode == "RGBA" and image.size == (512, 512)
         stored = np.asarray(image)
     assert np.abs(stored.astype(int) - NEUTRAL.astype(int)).max() <= 1, (
-        "character.png is stale: run `python -m puppet.rig --write-character`"
+        "character.png is stale: run `python -m poser_models.rig --write-character`"
     )
 
 
@@ -151,10 +151,14 @@ def test_mouth_corners() -> None:
 
     # the mouth's image-right corner belongs to the character's left
     right_corner = (257, 276)
-    assert line_rows(render(mouth_raised_corner_left=1.0), *right_corner) < line_rows(
-        NEUTRAL, *right_corner) - 0.5
-    assert line_rows(render(mouth_lowered_corner_left=1.0), *right_corner) > line_rows(
-        NEUTRAL, *right_corner) + 0.5
+    assert (
+        line_rows(render(mouth_raised_corner_left=1.0), *right_corner)
+        < line_rows(NEUTRAL, *right_corner) - 0.5
+    )
+    assert (
+        line_rows(render(mouth_lowered_corner_left=1.0), *right_corner)
+        > line_rows(NEUTRAL, *right_corner) + 0.5
+    )
 
 
 def brow_mask_centroid(image: np.ndarray) -> float:
@@ -198,6 +202,7 @@ def test_body_breathing_and_parallax() -> None:
 
     breathing = render(breathing=1.0)
     assert top_edge(breathing, 150) <= top_edge(NEUTRAL, 150) - 2
+
     def shoulder_slope(image: np.ndarray) -> int:
         columns = np.nonzero(image[275, :, 3] > 128)[0]
         middle = (columns.min() + columns.max()) // 2
@@ -228,8 +233,10 @@ def test_pose_changes_are_continuous() -> None:
         b = render_rig(PoseVector(values + step).clamped()).astype(np.float32)
         assert np.abs(a - b).mean() < 0.5
     # a morph from 0 to 1 changes the image gradually, with no single jump
-    frames = [render(mouth_aaa=t, eye_wink_left=t, head_y=t).astype(np.float32)
-              for t in np.linspace(0.0, 1.0, 11)]
+    frames = [
+        render(mouth_aaa=t, eye_wink_left=t, head_y=t).astype(np.float32)
+        for t in np.linspace(0.0, 1.0, 11)
+    ]
     steps = [np.abs(frames[i + 1] - frames[i]).mean() for i in range(10)]
     total = np.abs(frames[-1] - frames[0]).mean()
     assert total > 1.0
@@ -238,11 +245,14 @@ def test_pose_changes_are_continuous() -> None:
 
 def test_load_and_factory_errors() -> None:
     poser, character = create_poser("hana", "cpu")
-    assert character == DEFAULT_CHARACTER_IMAGE
+    assert character == "hana"
     poser.load("hana")
+    poser.load(DEFAULT_CHARACTER_IMAGE)  # the bundled image has the rig's own pixels
+    other = np.zeros((512, 512, 4), np.uint8)
+    other[100:400, 150:350] = (200, 50, 50, 255)  # a valid character image, but not hana
     with pytest.raises(PuppetError, match="only draws its own character"):
-        poser.load(np.zeros((512, 512, 4), np.uint8))
-    with pytest.raises(PuppetError, match="only draws its own character"):
+        poser.load(other)
+    with pytest.raises(PuppetError, match="does not exist"):
         poser.load(DEFAULT_CHARACTER_IMAGE.parent / "other.png")
     with pytest.raises(PuppetError, match="hana"):
         create_poser("sakura", "cpu")

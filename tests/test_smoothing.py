@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from puppet.errors import PuppetError
+from puppet.mapping.smoothing import CATEGORY_DEFAULTS, OneEuroFilter, filter_params
 from puppet.pose import INDEX
-from puppet.smoothing import CATEGORY_DEFAULTS, OneEuroFilter, filter_params
 
 FPS = 30.0
 

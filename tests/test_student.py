@@ -20,23 +20,21 @@ from poser_models.student import (
     WEIGHTS_FILE,
     StudentConfig,
     StudentManifest,
-    StudentNet,
     StudentPoser,
     create_poser,
     image_sha256,
-    pixel_grid,
     rgba_to_premultiplied_linear,
 )
-from puppet.distill import (
+from poser_models.student_net import StudentNet, pixel_grid
+from puppet.errors import PuppetError
+from puppet.paths import DEFAULT_CHARACTER_IMAGE, DEFAULT_STUDENT_DIR
+from puppet.pose import PoseVector
+from puppet.training.distill import (
     alpha_weighted_psnr,
     alpha_weighted_ssim,
     flops_per_frame,
     sample_poses,
 )
-from puppet.errors import PuppetError
-from puppet.pose import PoseVector
-from puppet.posers import DEFAULT_CHARACTER_IMAGE, DEFAULT_STUDENT_DIR
-from puppet.posers import create_poser as create_any_poser
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +54,7 @@ def test_default_student_poses_512_rgba(default_student: StudentPoser) -> None:
     assert alpha[300, 256] == 255  # opaque chest
     # Straight (not premultiplied) alpha: anti-aliased edge pixels keep their full colour, as
     # the teacher's do, instead of being darkened towards black.
-    from puppet.rig import render_rig
+    from poser_models.rig import render_rig
 
     teacher = render_rig(pose)
     edge = (alpha > 20) & (alpha < 235)
@@ -66,7 +64,9 @@ def test_default_student_poses_512_rgba(default_student: StudentPoser) -> None:
 
 
 def test_registry_default_is_the_shipped_student() -> None:
-    poser = create_any_poser("default")
+    from puppet.app.live import load_poser
+
+    poser = load_poser("default", None, "cpu")
     assert isinstance(poser, StudentPoser)
     unloaded, image = create_poser(str(DEFAULT_STUDENT_DIR), "cpu")
     assert image == DEFAULT_CHARACTER_IMAGE.resolve()
@@ -78,7 +78,7 @@ def test_registry_default_is_the_shipped_student() -> None:
 
 def test_another_image_is_refused(tmp_path: Path) -> None:
     poser = StudentPoser.from_folder(DEFAULT_STUDENT_DIR)
-    from puppet.character import load_character
+    from poser_models.image import load_character
 
     other = load_character(DEFAULT_CHARACTER_IMAGE).copy()
     other[200:210, 250:260, 0] ^= 0x40
@@ -111,26 +111,41 @@ def test_damaged_files_are_refused(tmp_path: Path) -> None:
 def test_runtime_matches_the_training_module() -> None:
     """The numpy/OpenCV runtime computes the torch module's function (smooth random maps)."""
     torch.manual_seed(0)
-    config = StudentConfig(face_box=(96, 200, 96, 112), face_rank=6, face_hidden=16,
-                           head_box=(10, 60, 120, 140), body_box=(0, 15, 128, 95),
-                           residual_box=(20, 50, 180, 150), residual_rank=5, residual_hidden=16,
-                           layers=3)
+    config = StudentConfig(
+        face_box=(96, 200, 96, 112),
+        face_rank=6,
+        face_hidden=16,
+        head_box=(10, 60, 120, 140),
+        body_box=(0, 15, 128, 95),
+        residual_box=(20, 50, 180, 150),
+        residual_rank=5,
+        residual_hidden=16,
+        layers=3,
+    )
     net = StudentNet(config)
     with torch.no_grad():
-        for basis, scale in ((net.face_basis, 0.05), (net.residual_basis, 0.02),
-                             (net.head_basis, 4.0), (net.body_basis, 4.0),
-                             (net.layer_fill, 0.2), (net.layer_logits[..., None], 5.0)):
+        for basis, scale in (
+            (net.face_basis, 0.05),
+            (net.residual_basis, 0.02),
+            (net.head_basis, 4.0),
+            (net.body_basis, 4.0),
+            (net.layer_fill, 0.2),
+            (net.layer_logits[..., None], 5.0),
+        ):
             maps = basis.reshape(-1, *basis.shape[-3:])
             noise = torch.randn(maps.shape[0], maps.shape[-1], 6, 6)
-            smooth = torch.nn.functional.interpolate(noise, size=maps.shape[1:3],
-                                                     mode="bicubic", align_corners=True)
+            smooth = torch.nn.functional.interpolate(
+                noise, size=maps.shape[1:3], mode="bicubic", align_corners=True
+            )
             # Fields fade out towards their box edges, as trained ones do (the box is their
             # support plus a margin).
-            window = (torch.sin(torch.linspace(0, torch.pi, maps.shape[1]))[:, None]
-                      * torch.sin(torch.linspace(0, torch.pi, maps.shape[2]))[None, :])
+            window = (
+                torch.sin(torch.linspace(0, torch.pi, maps.shape[1]))[:, None]
+                * torch.sin(torch.linspace(0, torch.pi, maps.shape[2]))[None, :]
+            )
             smooth = smooth * (window if basis is not net.layer_logits[..., None] else 1.0)
             basis.copy_(scale * smooth.permute(0, 2, 3, 1).reshape(basis.shape))
-    from puppet.character import load_character
+    from poser_models.image import load_character
 
     rgba = load_character(DEFAULT_CHARACTER_IMAGE)
     manifest = StudentManifest(config, image_sha256(rgba), "x.png", "test", 0)
@@ -157,12 +172,12 @@ def test_cost_is_within_budget(default_student: StudentPoser) -> None:
 def test_default_student_matches_the_rig_on_heldout_poses(default_student: StudentPoser) -> None:
     """>= 32 dB alpha-weighted PSNR vs the rig teacher on 32 poses no training run used
     (a different seed from the shipped run's held-out set, which is itself never trained on)."""
-    from puppet.rig import render_rig
+    from poser_models.rig import render_rig
 
     poses = sample_poses("heldout", 32, seed=20261127)
     squared = total = 0.0
     ssims = []
-    from puppet.distill import alpha_weighted_mse
+    from puppet.training.distill import alpha_weighted_mse
 
     for values in poses:
         pose = PoseVector(values)

@@ -21,18 +21,18 @@ import torch
 from PIL import Image
 
 from poser_models import tha3
+from poser_models.registry import create_poser
 from poser_models.tha3 import (
     NETWORKS,
     VARIANTS,
     THA3Poser,
     build_tha3_network,
-    export_onnx,
     load_tha3_network,
     rgba8_to_tensor,
 )
 from puppet.errors import PuppetError
+from puppet.model_store import export_onnx
 from puppet.pose import PoseVector
-from puppet.posers import create_poser
 
 NETWORK_TOLERANCE = 1e-3
 PIPELINE_MAX, PIPELINE_MEAN = 1e-2, 2e-4

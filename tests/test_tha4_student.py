@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from poser_models.registry import create_poser as registry_create_poser
 from poser_models.tha4_student import (
     StudentConfig,
     THA4StudentPoser,
@@ -24,7 +25,6 @@ from poser_models.tha4_student import (
 )
 from puppet.errors import PuppetError
 from puppet.pose import PoseVector
-from puppet.posers import create_poser as registry_create_poser
 
 POSES = (0, 3, 7)  # neutral, and the two poses with all intermediate outputs stored
 

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from puppet.errors import PuppetError
-from puppet.tracking import (
+from puppet.tracking.tracker import (
     FAST_MODEL_PATH,
     FULL_MODEL_PATH,
     FaceObservation,
@@ -226,7 +226,7 @@ def test_unclosed_tracker_does_not_hang_the_process():
     """A tracker dropped in a reference cycle and collected must not hang (it warns)."""
     script = (
         "import gc, numpy as np\n"
-        "from puppet.tracking import FaceTracker\n"
+        "from puppet.tracking.tracker import FaceTracker\n"
         "class Holder: pass\n"
         "h = Holder(); h.tracker = FaceTracker(); h.me = h\n"
         "h.tracker.detect(np.zeros((64, 64, 3), np.uint8), 1)\n"
@@ -236,7 +236,10 @@ def test_unclosed_tracker_does_not_hang_the_process():
     )
     done = subprocess.run(
         [sys.executable, "-W", "always", "-c", script],
-        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "collected" in done.stdout
@@ -278,8 +281,12 @@ def test_video_full_mode_matches_official_reference(clip_tracks, clip):
     assert len(obs) == len(ref)
     found = [i for i, o in enumerate(obs) if o is not None]
     assert len(found) >= 0.95 * len(obs)
-    bs = np.array([[obs[i].blendshapes[k] for k in ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen")]
-                   for i in found])
+    bs = np.array(
+        [
+            [obs[i].blendshapes[k] for k in ("eyeBlinkLeft", "eyeBlinkRight", "jawOpen")]
+            for i in found
+        ]
+    )
     for k in range(3):
         assert np.corrcoef(bs[:, k], ref[found, k])[0, 1] > 0.98
         assert np.abs(bs[:, k] - ref[found, k]).max() < 0.1
@@ -309,8 +316,12 @@ def test_video_fast_mode_agrees_with_full_mode(clip_tracks, clip):
     assert len(both) >= 0.95 * len(frames)
     full = [per_mode["full"][i] for i in both]
     fast = [per_mode["fast"][i] for i in both]
-    distance = np.array([np.linalg.norm(a.landmarks_px[:, :2] - b.landmarks_px[:, :2], axis=1)
-                         for a, b in zip(full, fast, strict=True)])
+    distance = np.array(
+        [
+            np.linalg.norm(a.landmarks_px[:, :2] - b.landmarks_px[:, :2], axis=1)
+            for a, b in zip(full, fast, strict=True)
+        ]
+    )
     assert np.median(distance) < 3.0  # pixels in a 512x512 video
     assert np.median(distance[:, 468:]) < 3.0  # irises
     full_angles = np.array([o.euler_deg for o in full])

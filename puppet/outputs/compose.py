@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 
 from puppet.errors import PuppetError
-from puppet.imaging import composite_over, parse_color
 
 # Chroma-key green: the default for every sink without alpha, so OBS's Chroma Key filter
 # removes it with its default settings.
@@ -138,3 +137,21 @@ def flatten(frame: np.ndarray, background: tuple[int, int, int] | np.ndarray) ->
         under = _solid(height, width, tuple(int(c) for c in background))
     weight = frame[..., 3].astype(np.float32)
     return cv2.blendLinear(cv2.cvtColor(frame, cv2.COLOR_RGBA2RGB), under, weight, 255.0 - weight)
+
+
+def composite_over(
+    rgba: np.ndarray, background_rgb: tuple[int, int, int] | np.ndarray
+) -> np.ndarray:
+    """Straight-alpha RGBA uint8 (H,W,4) over a colour or an RGB image -> RGB uint8 (H,W,3)."""
+    alpha = rgba[..., 3:4].astype(np.float32) / 255.0
+    bg = np.asarray(background_rgb, dtype=np.float32)
+    rgb = rgba[..., :3].astype(np.float32) * alpha + bg * (1.0 - alpha)
+    return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#RRGGBB' (or 'RRGGBB') -> (r, g, b); raises ValueError with the expected form."""
+    s = text.strip().lstrip("#")
+    if len(s) != 6 or any(c not in "0123456789abcdefABCDEF" for c in s):
+        raise ValueError(f"{text!r} is not a colour: use #RRGGBB, e.g. #00FF00")
+    return int(s[0:2], 16), int(s[2:4], 16), int(s[4:6], 16)

@@ -45,7 +45,7 @@ def no_backend_fix(system: str | None = None) -> str:
     if system == "Linux":
         return (
             "Load v4l2loopback: 'sudo modprobe v4l2loopback devices=1 exclusive_caps=1 "
-            "card_label=\"puppet\"' (Debian/Ubuntu package v4l2loopback-dkms; your user must be "
+            'card_label="puppet"\' (Debian/Ubuntu package v4l2loopback-dkms; your user must be '
             f"in the 'video' group), {browser}"
         )
     if system == "Windows":

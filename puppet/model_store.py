@@ -12,31 +12,32 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import pickle
-import re
 import shutil
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from poser_models.tha3_keys import KEYS, NETWORKS, VARIANTS
-from puppet.atomic import sha256_file
-from puppet.errors import PuppetError
-from puppet.paths import models_dir
+from poser_models.tha3_keys import (
+    INSTALL_FIX,
+    KEYS,
+    MANIFEST,
+    NETWORK_FILES,
+    NETWORKS,
+    VARIANTS,
+    find_variant_dir,
+)
+from puppet.atomic import atomic_write_bytes, sha256_file
+from puppet.errors import PuppetError, require_extra
+from puppet.paths import DEFAULT_STUDENT_DIR, models_dir
 
 LICENCE = "CC BY 4.0"
 ATTRIBUTION = "Talking Head Anime 3 models © Pramook Khungurn"
 SOURCE = "https://github.com/pkhungurn/talking-head-anime-3-demo"
-MANIFEST = "manifest.json"
-NETWORK_FILES = tuple(f"{network}.pt" for network in NETWORKS)
-_INSTALL_FIX = "run `puppet models import DIR` or `puppet models fetch tha3:{variant}`"
+_INSTALL_FIX = INSTALL_FIX
 
 # The official per-file download links (the THA3 demo's colab.ipynb), as direct downloads.
 # The colab points separable_half/face_morpher.pt at the combiner's link (a bug upstream), so
@@ -106,102 +107,6 @@ class VerifyResult:
     problems: list[str] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------------------------
-# Checked loading
-
-
-def load_state_dict_checked(
-    path: Path,
-    expected: dict[str, tuple[int, ...]],
-    what: str = "weight file",
-    *,
-    upcast: bool = True,
-) -> dict[str, torch.Tensor]:
-    """Load a ``torch.save`` state dict safely and check every key and shape.
-
-    Only tensors are unpickled (``weights_only=True``): a file that would run code is refused.
-    With ``upcast`` floating tensors of another precision become float32.
-    """
-    return _check_state(_load_tensors(Path(path), what), expected, Path(path), what, upcast)
-
-
-_WEIGHTS_FIX = "Use the unmodified file from the model's official distribution."
-
-
-def _load_tensors(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise PuppetError(f"The {what} {str(path)!r} does not exist.", _WEIGHTS_FIX)
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as error:
-        found = re.search(r"Unsupported global: (GLOBAL \S+)", str(error))
-        detail = f" (pickled code {found.group(1)}, never run)" if found else ""
-        raise PuppetError(
-            f"Refusing {what} {str(path)!r}: it holds Python objects other than tensors, and"
-            f" loading it could run code{detail}.",
-            _WEIGHTS_FIX,
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, AttributeError,
-            TypeError, ImportError) as error:
-        first_line = (str(error).strip().splitlines() or [""])[0][:200]
-        raise PuppetError(
-            f"Refusing {what} {str(path)!r}: it is not a readable torch state dict "
-            f"({error.__class__.__name__}: {first_line}).",
-            _WEIGHTS_FIX,
-        ) from None
-    if not isinstance(state, dict):
-        raise PuppetError(
-            f"The {what} {str(path)!r} holds a {type(state).__name__}, not a state dict.",
-            _WEIGHTS_FIX,
-        )
-    return state
-
-
-def _check_state(state: dict, expected: dict[str, tuple[int, ...]], path: Path, what: str,
-                 upcast: bool) -> dict[str, torch.Tensor]:
-    fix = _WEIGHTS_FIX
-    missing = [key for key in expected if key not in state]
-    if missing:
-        key = missing[0]
-        # The first mismatched shape usually says more (e.g. the wrong variant's file).
-        reshaped = next(
-            (k for k in expected
-             if k in state and tuple(getattr(state[k], "shape", ())) != tuple(expected[k])),
-            None,
-        )  # fmt: skip
-        also = (
-            f"; {reshaped!r} has shape {tuple(state[reshaped].shape)}, expected"
-            f" {tuple(expected[reshaped])}"
-            if reshaped
-            else ""
-        )
-        raise PuppetError(
-            f"The {what} {str(path)!r} lacks {len(missing)} tensor(s), e.g. {key!r} "
-            f"(expected shape {tuple(expected[key])}){also}.",
-            fix,
-        )
-    extra = [key for key in state if key not in expected]
-    if extra:
-        raise PuppetError(
-            f"The {what} {str(path)!r} has {len(extra)} unexpected tensor(s), e.g. {extra[0]!r}: "
-            "it is not the architecture this loader expects.",
-            fix,
-        )
-    checked: dict[str, torch.Tensor] = {}
-    for key, shape in expected.items():
-        tensor = state[key]
-        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
-            raise PuppetError(f"The {what} {str(path)!r}: {key!r} is not a float tensor.", fix)
-        if tuple(tensor.shape) != tuple(shape):
-            raise PuppetError(
-                f"The {what} {str(path)!r}: {key!r} has shape {tuple(tensor.shape)}, "
-                f"expected {tuple(shape)}.",
-                fix,
-            )
-        checked[key] = tensor.float() if upcast else tensor
-    return checked
-
-
 def tha3_expected_shapes(family: str, network: str) -> dict[str, tuple[int, ...]]:
     """``family`` is "standard" or "separable"; keys in the official state-dict order."""
     return dict(KEYS[family][network])
@@ -223,6 +128,10 @@ def validate_tha3_file(path: Path, network: str, family: str | None = None) -> s
 
     ``family`` ("standard" or "separable") None detects it from the file's first tensor.
     """
+    # torch is the THA extra: only checking or loading official weights needs it.
+    torch = require_extra("torch", "tha")
+    from poser_models.weights import _check_state, _load_tensors
+
     path = Path(path)
     what = f"THA3 {network} file"
     state = _load_tensors(path, what)
@@ -388,13 +297,15 @@ def _installed_tha3_dirs() -> list[Path]:
     root = models_dir() / "tha3"
     if not root.is_dir():
         return []
-    return [d for d in sorted(root.iterdir())
-            if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).is_file()]
+    return [
+        d
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".") and (d / MANIFEST).is_file()
+    ]
 
 
 def list_models() -> list[InstalledModel]:
     """The bundled default student (when present) and every installed THA3 variant."""
-    from puppet.posers import DEFAULT_STUDENT_DIR  # the registry owns the bundled layout
 
     models: list[InstalledModel] = []
     if DEFAULT_STUDENT_DIR.is_dir():
@@ -408,19 +319,31 @@ def list_models() -> list[InstalledModel]:
                 attribution = str(data.get("attribution", attribution))
             except (OSError, ValueError):
                 pass
-        models.append(InstalledModel(
-            name="default", kind="student", variant=None, path=DEFAULT_STUDENT_DIR,
-            licence=licence, attribution=attribution,
-            size_bytes=sum(p.stat().st_size for p in files),
-        ))
+        models.append(
+            InstalledModel(
+                name="default",
+                kind="student",
+                variant=None,
+                path=DEFAULT_STUDENT_DIR,
+                licence=licence,
+                attribution=attribution,
+                size_bytes=sum(p.stat().st_size for p in files),
+            )
+        )
     for folder in _installed_tha3_dirs():
         try:
             models.append(_read_installed(folder))
         except (OSError, ValueError, KeyError):
-            models.append(InstalledModel(
-                name=f"tha3:{folder.name}", kind="tha3", variant=folder.name, path=folder,
-                licence=LICENCE, attribution=ATTRIBUTION,
-            ))
+            models.append(
+                InstalledModel(
+                    name=f"tha3:{folder.name}",
+                    kind="tha3",
+                    variant=folder.name,
+                    path=folder,
+                    licence=LICENCE,
+                    attribution=ATTRIBUTION,
+                )
+            )
     return models
 
 
@@ -449,24 +372,7 @@ def verify_models() -> list[VerifyResult]:
 
 def find_tha3_variant_dir(variant: str, explicit_dir: Path | None = None) -> Path:
     """The folder holding ``variant``'s five files: ``explicit_dir`` or the installed copy."""
-    _check_variant_name(variant)
-    fix = _INSTALL_FIX.format(variant=variant)
-    if explicit_dir is not None:
-        explicit_dir = Path(explicit_dir).expanduser()
-        for candidate in (explicit_dir, explicit_dir / variant):
-            if all((candidate / name).is_file() for name in NETWORK_FILES):
-                return candidate
-        missing = [n for n in NETWORK_FILES if not (explicit_dir / n).is_file()]
-        raise PuppetError(
-            f"{str(explicit_dir)!r} does not hold the THA3 {variant} files"
-            f" (missing {', '.join(missing)}).",
-            f"Pass the folder with {', '.join(NETWORK_FILES)}, or {fix}.",
-        )
-    folder = models_dir() / "tha3" / variant
-    missing = [n for n in (*NETWORK_FILES, MANIFEST) if not (folder / n).is_file()]
-    if missing:
-        raise PuppetError(f"THA3 {variant} weights are not installed.", f"To install them, {fix}.")
-    return folder
+    return find_variant_dir(variant, explicit_dir, models_dir())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -527,8 +433,9 @@ def fetch_tha3(
     return model
 
 
-def _source_url(variant: str, network: str, base_url: str | None,
-                urls: dict[str, str] | None) -> str:
+def _source_url(
+    variant: str, network: str, base_url: str | None, urls: dict[str, str] | None
+) -> str:
     if urls and network in urls:
         return urls[network]
     if base_url:
@@ -543,8 +450,7 @@ def _source_url(variant: str, network: str, base_url: str | None,
     return url
 
 
-def _download(url: str, part: Path, name: str, progress: Progress | None,
-              timeout: float) -> None:
+def _download(url: str, part: Path, name: str, progress: Progress | None, timeout: float) -> None:
     done = part.stat().st_size if part.is_file() else 0
     request = urllib.request.Request(url, headers={"User-Agent": "puppet-models/1"})
     if done:
@@ -555,8 +461,9 @@ def _download(url: str, part: Path, name: str, progress: Progress | None,
     except urllib.error.HTTPError as error:
         if error.code == 416 and done:  # nothing left to send: the part is complete
             return
-        raise PuppetError(f"Downloading {name} from {url} failed: HTTP {error.code}.",
-                          resume_fix) from None
+        raise PuppetError(
+            f"Downloading {name} from {url} failed: HTTP {error.code}.", resume_fix
+        ) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         raise PuppetError(f"Cannot download {name} from {url} ({error}).", resume_fix) from None
     with response:
@@ -582,3 +489,41 @@ def _download(url: str, part: Path, name: str, progress: Progress | None,
         raise PuppetError(
             f"The download of {name} was interrupted at {done} of {total} bytes.", resume_fix
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# ONNX export (the THA3 poser's fast CPU path)
+
+
+def export_onnx(
+    variant_dir: Path | str,
+    out_dir: Path | str | None = None,
+    variant: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Path]:
+    """Export the five networks of an official THA3 folder to ONNX (fp32, batch 1).
+
+    ``out_dir`` defaults to ``<variant_dir>/onnx``, where `THA3Poser` looks for them (it
+    exports in memory at load time otherwise, which costs a few seconds per start). The
+    variant defaults to the folder's name. Files are written atomically, with a manifest
+    recording the sha256 of each source ``.pt`` so stale exports are ignored.
+    """
+    tha3 = require_extra("poser_models.tha3", "tha")
+    variant_dir = Path(variant_dir)
+    variant = variant or variant_dir.name
+    tha3.variant_config(variant)
+    out = Path(out_dir) if out_dir is not None else variant_dir / "onnx"
+    out.mkdir(parents=True, exist_ok=True)
+    manifest: dict[str, object] = {"variant": variant, "opset": tha3.ONNX_OPSET, "sources": {}}
+    written = []
+    for network in NETWORKS:
+        if progress is not None:
+            progress(network)
+        source = variant_dir / f"{network}.pt"
+        data = tha3._export_onnx_bytes(tha3.load_tha3_network(source, network, variant), network)
+        target = out / f"{network}.onnx"
+        atomic_write_bytes(target, data)
+        manifest["sources"][network] = sha256_file(source)  # type: ignore[index]
+        written.append(target)
+    atomic_write_bytes(out / tha3.ONNX_MANIFEST, json.dumps(manifest, indent=2).encode())
+    return written

@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from puppet.errors import PuppetError
-from puppet.mapping import breathing_value
+from puppet.mapping.converters import breathing_value
 from puppet.pose import INDEX
 
 

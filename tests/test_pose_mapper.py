@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from puppet.calibration import CalibrationProfile
 from puppet.errors import PuppetError
-from puppet.lipsync import LipSync
-from puppet.mapping import PoseMapper
-from puppet.tracking import FaceObservation
+from puppet.mapping.calibration import CalibrationProfile
+from puppet.mapping.lipsync import LipSync
+from puppet.mapping.pose_mapper import PoseMapper
+from puppet.tracking.tracker import FaceObservation
 
 FPS = 30.0
 

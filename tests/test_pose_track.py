@@ -7,7 +7,7 @@ import pytest
 
 from puppet.errors import PuppetError
 from puppet.pose import PARAMETER_NAMES, PoseVector
-from puppet.track_io import PoseFrame, PoseTrackWriter, read_track, write_track
+from puppet.pose_track import PoseFrame, PoseTrackWriter, read_track, write_track
 
 
 def _frames(n=5):
@@ -20,8 +20,12 @@ def test_round_trip(tmp_path):
     frames = _frames()
     write_track(path, 30.0, frames)
     header = json.loads(path.read_text().splitlines()[0])
-    assert header == {"format": "puppet-pose-track", "version": 1, "fps": 30.0,
-                      "parameters": list(PARAMETER_NAMES)}
+    assert header == {
+        "format": "puppet-pose-track",
+        "version": 1,
+        "fps": 30.0,
+        "parameters": list(PARAMETER_NAMES),
+    }
     track = read_track(path)
     assert track.fps == 30.0 and len(track) == 5
     for a, b in zip(track.frames, frames, strict=True):
@@ -34,9 +38,9 @@ def test_round_trip(tmp_path):
     [
         ("not json", "line 3: not valid JSON"),
         ('{"t": 1.0}', "line 3: each frame must be"),
-        ('{"t": 1.0, "pose": [0.0]}', "line 3: \"pose\" must hold 45 numbers, got 1"),
-        ('{"t": "x", "pose": []}', "line 3: \"t\" must be a number"),
-        ('{"t": -1.0, "pose": ' + json.dumps([0.0] * 45) + "}", "line 3: \"t\" goes backwards"),
+        ('{"t": 1.0, "pose": [0.0]}', 'line 3: "pose" must hold 45 numbers, got 1'),
+        ('{"t": "x", "pose": []}', 'line 3: "t" must be a number'),
+        ('{"t": -1.0, "pose": ' + json.dumps([0.0] * 45) + "}", 'line 3: "t" goes backwards'),
         ('{"t": 1.0, "pose": ' + json.dumps(["a"] + [0.0] * 44) + "}", "not a finite number"),
     ],
 )

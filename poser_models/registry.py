@@ -1,7 +1,7 @@
 """The poser contract and the registry that turns a spec string into a poser.
 
 Spec strings:
-    ``default``                 the bundled character's own student (no download)
+    ``default``                 the bundled character's own student (the caller says where it is)
     ``student:PATH``            a puppet student folder (safetensors + manifest.json)
     ``tha3:<variant>[@DIR]``    official THA3 weights (installed with ``puppet models``, or DIR)
     ``tha4-student:DIR``        an official THA4 student folder (character_model.yaml)
@@ -17,14 +17,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from puppet.errors import PuppetError
+from puppet.errors import PuppetError, require_extra
 from puppet.pose import PoseVector
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHARACTER_NAME = "hana"
-DEFAULT_CHARACTER_DIR = REPO_ROOT / "assets" / "characters" / DEFAULT_CHARACTER_NAME
-DEFAULT_CHARACTER_IMAGE = DEFAULT_CHARACTER_DIR / "character.png"
-DEFAULT_STUDENT_DIR = DEFAULT_CHARACTER_DIR / "student"
+DEFAULT_CHARACTER_NAME = "hana"  # the bundled character (rig:hana, and the default student)
 
 
 @runtime_checkable
@@ -42,11 +38,11 @@ class Poser(Protocol):
     def pose(self, pose: PoseVector) -> np.ndarray: ...
 
 
-# kind -> "module:function"; the function takes (argument, device) and returns an unloaded
-# Poser plus the character it was made for (or None when the user must give one).
-PoserFactory = Callable[[str, str], "tuple[Poser, Path | None]"]
+# kind -> "module:function"; the function takes (argument, device, models_dir) and returns an
+# unloaded Poser plus the character it was made for (or None when the user must give one).
+PoserFactory = Callable[[str, str, "Path | None"], "tuple[Poser, Path | np.ndarray | None]"]
 _REGISTRY: dict[str, str | PoserFactory] = {
-    "rig": "puppet.rig:create_poser",
+    "rig": "poser_models.rig:create_poser",  # needs the rig extra (skia)
     "student": "poser_models.student:create_poser",
     "tha3": "poser_models.tha3:create_poser",
     "tha4-student": "poser_models.tha4_student:create_poser",
@@ -58,18 +54,20 @@ def register_poser(kind: str, factory: str | PoserFactory) -> None:
     _REGISTRY[kind] = factory
 
 
-def known_kinds() -> list[str]:
-    return ["default", *sorted(_REGISTRY)]
+# The extra each kind's module needs (torch for the THA posers, skia for the rig).
+_EXTRA_OF_MODULE = {"torch": "tha", "onnxruntime": "tha", "skia": "rig"}
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
+def parse_spec(spec: str, default_student: Path | None = None) -> tuple[str, str]:
     """Split a spec: 'tha3:separable_float@/x' -> ('tha3', 'separable_float@/x').
 
-    'default' resolves to the bundled character's student.
+    'default' resolves to ``default_student`` (the bundled character's student).
     """
     spec = spec.strip()
     if spec == "default":
-        return "student", str(DEFAULT_STUDENT_DIR)
+        if default_student is None:
+            raise PuppetError("No default student is known here.", "Pass --poser student:DIR.")
+        return "student", str(default_student)
     kind, sep, argument = spec.partition(":")
     if kind not in _REGISTRY:
         raise PuppetError(
@@ -97,21 +95,29 @@ def _factory(kind: str) -> PoserFactory:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
-        if error.name == module_name:
-            raise PuppetError(f"The {kind!r} poser is not available yet.") from None
+        top = (error.name or "").split(".")[0]
+        if top in _EXTRA_OF_MODULE:
+            require_extra(top, _EXTRA_OF_MODULE[top])  # raises the one-line "install the extra"
         raise
     return getattr(module, function_name)
 
 
 def create_poser(
-    spec: str, character: Path | np.ndarray | None = None, device: str = "cpu"
+    spec: str,
+    character: Path | np.ndarray | None = None,
+    device: str = "cpu",
+    *,
+    default_student: Path | None = None,
+    models_dir: Path | None = None,
 ) -> Poser:
     """Resolve ``spec``, build the poser on ``device`` and load the character into it.
 
     ``character`` overrides the one the poser was made for (students carry their own).
+    ``default_student`` is what ``default`` means; ``models_dir`` holds installed official
+    weights (``tha3/<variant>/``) for specs without ``@DIR``.
     """
-    kind, argument = parse_spec(spec)
-    poser, own_character = _factory(kind)(argument, device)
+    kind, argument = parse_spec(spec, default_student)
+    poser, own_character = _factory(kind)(argument, device, models_dir)
     chosen = character if character is not None else own_character
     if chosen is None:
         raise PuppetError(

@@ -21,22 +21,22 @@ Conventions (THA semantics, checked against the official THA4 student's outputs)
     * ``eye_wink_*`` (blink) closes that eye fully at 1.0 (the iris is hidden);
       ``eye_happy_wink_*`` closes it into an upward arch.
 
-``python -m puppet.rig --write-character`` regenerates ``assets/characters/hana/character.png``
+``python tools/write_hana_character.py`` regenerates ``assets/characters/hana/character.png``
 (the neutral render). The drawing and this rig are the project's own work, CC0-1.0.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 import numpy as np
 import skia
 
+from poser_models.image import load_character
+from poser_models.registry import DEFAULT_CHARACTER_NAME
 from puppet.errors import PuppetError
 from puppet.pose import INDEX, PoseVector
-from puppet.posers import DEFAULT_CHARACTER_DIR, DEFAULT_CHARACTER_NAME
 
 SIZE = 512
 CHARACTER_NAMES = (DEFAULT_CHARACTER_NAME,)
@@ -172,39 +172,119 @@ def _sharp(n: int, indices: list[int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Neutral geometry (image coordinates, the character's right side = image left)
 # --------------------------------------------------------------------------------------------
-FACE = _arr([
-    (208, 96), (207, 122), (209, 146), (215, 164), (226, 178), (241, 188), (256, 192),
-    (271, 188), (286, 178), (297, 164), (303, 146), (305, 122), (304, 96), (290, 74),
-    (256, 64), (222, 74),
-])
+FACE = _arr(
+    [
+        (208, 96),
+        (207, 122),
+        (209, 146),
+        (215, 164),
+        (226, 178),
+        (241, 188),
+        (256, 192),
+        (271, 188),
+        (286, 178),
+        (297, 164),
+        (303, 146),
+        (305, 122),
+        (304, 96),
+        (290, 74),
+        (256, 64),
+        (222, 74),
+    ]
+)
 EAR_R = _arr([(212, 136), (203, 132), (200, 142), (204, 156), (212, 160)])
 
-HAIR_BACK = _arr([
-    (256, 62), (214, 64), (190, 88), (180, 124), (178, 170), (176, 220), (172, 262),
-    (182, 300), (196, 286), (206, 304), (222, 282), (226, 240), (286, 240), (290, 282),
-    (306, 304), (316, 286), (330, 300), (340, 262), (336, 220), (334, 170), (332, 124),
-    (322, 88), (298, 64),
-])
+HAIR_BACK = _arr(
+    [
+        (256, 62),
+        (214, 64),
+        (190, 88),
+        (180, 124),
+        (178, 170),
+        (176, 220),
+        (172, 262),
+        (182, 300),
+        (196, 286),
+        (206, 304),
+        (222, 282),
+        (226, 240),
+        (286, 240),
+        (290, 282),
+        (306, 304),
+        (316, 286),
+        (330, 300),
+        (340, 262),
+        (336, 220),
+        (334, 170),
+        (332, 124),
+        (322, 88),
+        (298, 64),
+    ]
+)
 HAIR_BACK_SHARP = _sharp(len(HAIR_BACK), [7, 9, 13, 15])
 
 # hair cap with bangs: (x, y, pointed?) from the crown over the right temple, along the bangs'
 # lower edge (pointed strand tips, rounded notches) and back over the left temple
 _CAP = [
-    (256, 49, 0), (297, 54, 0), (323, 76, 0), (333, 106, 0), (331, 134, 1),
-    (322, 133, 1), (316, 112, 0), (307, 126, 1), (299, 107, 0), (290, 123, 1), (281, 105, 0),
-    (272, 121, 1), (264, 104, 0), (257, 123, 1), (249, 104, 0), (240, 121, 1), (231, 105, 0),
-    (222, 123, 1), (213, 107, 0), (205, 126, 1), (196, 112, 0), (190, 133, 1),
-    (181, 134, 1), (179, 106, 0), (189, 76, 0), (215, 54, 0),
+    (256, 49, 0),
+    (297, 54, 0),
+    (323, 76, 0),
+    (333, 106, 0),
+    (331, 134, 1),
+    (322, 133, 1),
+    (316, 112, 0),
+    (307, 126, 1),
+    (299, 107, 0),
+    (290, 123, 1),
+    (281, 105, 0),
+    (272, 121, 1),
+    (264, 104, 0),
+    (257, 123, 1),
+    (249, 104, 0),
+    (240, 121, 1),
+    (231, 105, 0),
+    (222, 123, 1),
+    (213, 107, 0),
+    (205, 126, 1),
+    (196, 112, 0),
+    (190, 133, 1),
+    (181, 134, 1),
+    (179, 106, 0),
+    (189, 76, 0),
+    (215, 54, 0),
 ]
 HAIR_CAP = _arr([(x, y) for x, y, _ in _CAP])
 HAIR_CAP_SHARP = np.array([bool(k) for _, _, k in _CAP])
-SIDE_LOCK_R = _arr([(200, 104), (214, 116), (219, 150), (216, 186), (210, 214), (204, 232),
-                    (200, 208), (194, 170), (192, 132)])
+SIDE_LOCK_R = _arr(
+    [
+        (200, 104),
+        (214, 116),
+        (219, 150),
+        (216, 186),
+        (210, 214),
+        (204, 232),
+        (200, 208),
+        (194, 170),
+        (192, 132),
+    ]
+)
 SIDE_LOCK_R_SHARP = _sharp(len(SIDE_LOCK_R), [5])
 AHOGE = _arr([(254, 54), (250, 36), (262, 22), (276, 26), (266, 30), (258, 40), (262, 54)])
 AHOGE_SHARP = _sharp(len(AHOGE), [3])
-HAIR_SHINE = _arr([(222, 72), (240, 64), (262, 62), (284, 66), (300, 76), (296, 82),
-                   (280, 74), (260, 71), (242, 73), (226, 80)])
+HAIR_SHINE = _arr(
+    [
+        (222, 72),
+        (240, 64),
+        (262, 62),
+        (284, 66),
+        (300, 76),
+        (296, 82),
+        (280, 74),
+        (260, 71),
+        (242, 73),
+        (226, 80),
+    ]
+)
 HAIR_STRANDS = [
     _arr([(252, 58), (245, 80), (248, 100)]),
     _arr([(238, 62), (226, 82), (230, 101)]),
@@ -230,25 +310,70 @@ LASH_THICK = 1.8 + 3.0 * (1.0 - EYE_T) ** 1.3
 NOSE = _arr([(258, 160), (260, 165), (256, 167)])
 MOUTH_C = (256.0, 178.0)
 
-TORSO = _arr([
-    (238, 222), (204, 232), (166, 244), (140, 260), (126, 288), (120, 340), (116, 420),
-    (112, 580), (400, 580), (396, 420), (392, 340), (386, 288), (372, 260), (346, 244),
-    (308, 232), (274, 222),
-])
-NECK = _arr([(241, 160), (241, 200), (237, 224), (256, 286), (275, 224), (271, 200),
-             (271, 160)])
+TORSO = _arr(
+    [
+        (238, 222),
+        (204, 232),
+        (166, 244),
+        (140, 260),
+        (126, 288),
+        (120, 340),
+        (116, 420),
+        (112, 580),
+        (400, 580),
+        (396, 420),
+        (392, 340),
+        (386, 288),
+        (372, 260),
+        (346, 244),
+        (308, 232),
+        (274, 222),
+    ]
+)
+NECK = _arr([(241, 160), (241, 200), (237, 224), (256, 286), (275, 224), (271, 200), (271, 160)])
 NECK_SHARP = _sharp(len(NECK), [3])
-COLLAR_PTS = _arr([
-    (234, 216), (184, 232), (146, 252), (128, 280), (136, 292), (162, 294), (204, 304), (244, 326),
-    (256, 334), (268, 326), (308, 304), (350, 294), (376, 292), (384, 280), (366, 252), (328, 232),
-    (278, 216), (274, 232), (256, 290), (238, 232),
-])
+COLLAR_PTS = _arr(
+    [
+        (234, 216),
+        (184, 232),
+        (146, 252),
+        (128, 280),
+        (136, 292),
+        (162, 294),
+        (204, 304),
+        (244, 326),
+        (256, 334),
+        (268, 326),
+        (308, 304),
+        (350, 294),
+        (376, 292),
+        (384, 280),
+        (366, 252),
+        (328, 232),
+        (278, 216),
+        (274, 232),
+        (256, 290),
+        (238, 232),
+    ]
+)
 COLLAR_SHARP = _sharp(len(COLLAR_PTS), [0, 8, 16, 17, 18, 19])
 STRIPE_R = _arr([(136, 282), (152, 258), (186, 242), (230, 228)])
 STRIPE_R_FRONT = _arr([(138, 284), (166, 287), (206, 297), (247, 318)])
 BOW_KNOT = (256.0, 318.0)
-ARM_R = _arr([(150, 250), (134, 268), (126, 300), (122, 360), (119, 440), (117, 580),
-              (152, 580), (154, 440), (156, 360), (156, 310)])
+ARM_R = _arr(
+    [
+        (150, 250),
+        (134, 268),
+        (126, 300),
+        (122, 360),
+        (119, 440),
+        (117, 580),
+        (152, 580),
+        (154, 440),
+        (156, 360),
+        (156, 310),
+    ]
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,8 +415,9 @@ class _Motion:
     def _body_roll(self, p: np.ndarray) -> np.ndarray:
         px, py = HIP_PIVOT
         dx, dy = p[:, 0] - px, p[:, 1] - py
-        return np.stack([px + self.cbr * dx + self.sbr * dy, py - self.sbr * dx + self.cbr * dy],
-                        axis=1)
+        return np.stack(
+            [px + self.cbr * dx + self.sbr * dy, py - self.sbr * dx + self.cbr * dy], axis=1
+        )
 
     def body(self, p: np.ndarray, z_offset: float = 0.0) -> np.ndarray:
         return self._body_roll(self._body_nonrigid(p, z_offset))
@@ -330,8 +456,10 @@ class _Motion:
 # --------------------------------------------------------------------------------------------
 def _brow_points(v: np.ndarray, side: str) -> np.ndarray:
     """Brow centre line, outer -> inner, for the character's ``side`` (drawn as image left)."""
-    g = {name: float(v[INDEX[f"eyebrow_{name}_{side}"]]) for name in
-         ("troubled", "angry", "lowered", "raised", "happy", "serious")}
+    g = {
+        name: float(v[INDEX[f"eyebrow_{name}_{side}"]])
+        for name in ("troubled", "angry", "lowered", "raised", "happy", "serious")
+    }
     dy = np.zeros(4)
     dx = np.zeros(4)
     dy += g["troubled"] * np.array([2.0, 0.0, -2.5, -5.0])
@@ -371,7 +499,7 @@ class _Eye:
         unimpressed = g("eye_unimpressed")
         flat = np.full_like(upper, float(np.mean(EYE_UPPER_Y + 0.42 * opening)))
         flat = np.minimum(flat, EYE_LOWER_Y - 1.0)
-        upper += 0.85 * unimpressed * (flat - upper) * EYE_BUMP ** 0.5
+        upper += 0.85 * unimpressed * (flat - upper) * EYE_BUMP**0.5
         raised_lower = g("eye_raised_lower_eyelid")
         lower -= 0.33 * raised_lower * opening
         # closures last, so a full blink always closes whatever the other morphs did
@@ -403,8 +531,9 @@ class _Eye:
 
 def _mouth_points(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Upper and lower lip curves (image left -> right) and the teeth amount."""
-    a, i, u, e, o, d = (float(v[INDEX[f"mouth_{n}"]]) for n in ("aaa", "iii", "uuu", "eee",
-                                                                 "ooo", "delta"))
+    a, i, u, e, o, d = (
+        float(v[INDEX[f"mouth_{n}"]]) for n in ("aaa", "iii", "uuu", "eee", "ooo", "delta")
+    )
     half_width = 8.0 + 3.0 * a + 6.0 * i - 3.5 * u + 5.0 * e - 1.5 * o + 2.0 * d
     half_width = max(half_width, 3.5)
     opening = 0.8 + 14.0 * a + 4.0 * i + 6.5 * u + 8.0 * e + 12.0 * o + 6.0 * d
@@ -429,7 +558,7 @@ def _mouth_points(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     x = cx - width_l + (width_l + width_r) * t
     corner_y = cy + corner_img_left + (corner_img_right - corner_img_left) * t
     bump = np.sin(np.pi * t)
-    upper_shape = (1.0 - pointy) * bump ** (1.0 - 0.5 * roundness) + pointy * bump ** 2.2
+    upper_shape = (1.0 - pointy) * bump ** (1.0 - 0.5 * roundness) + pointy * bump**2.2
     lower_shape = bump ** max(0.3, 1.0 - 0.55 * roundness - 0.5 * pointy)
     # a closed smile dips slightly in the middle
     upper_y = cy - lift * upper_shape + 1.2 * bump * max(0.0, 1.0 - opening / 6.0)
@@ -449,23 +578,33 @@ def _fill(color: int) -> skia.Paint:
 
 
 def _stroke(color: int, width: float) -> skia.Paint:
-    return skia.Paint(AntiAlias=True, Color=color, Style=skia.Paint.kStroke_Style,
-                      StrokeWidth=width, StrokeCap=skia.Paint.kRound_Cap,
-                      StrokeJoin=skia.Paint.kRound_Join)
+    return skia.Paint(
+        AntiAlias=True,
+        Color=color,
+        Style=skia.Paint.kStroke_Style,
+        StrokeWidth=width,
+        StrokeCap=skia.Paint.kRound_Cap,
+        StrokeJoin=skia.Paint.kRound_Join,
+    )
 
 
-def _linear(p0: np.ndarray, p1: np.ndarray, colors: list[int], positions: list[float] | None = None
-            ) -> skia.Paint:
+def _linear(
+    p0: np.ndarray, p1: np.ndarray, colors: list[int], positions: list[float] | None = None
+) -> skia.Paint:
     shader = skia.GradientShader.MakeLinear(
         [skia.Point(float(p0[0]), float(p0[1])), skia.Point(float(p1[0]), float(p1[1]))],
-        colors, positions)
+        colors,
+        positions,
+    )
     return skia.Paint(AntiAlias=True, Shader=shader)
 
 
-def _radial(center: np.ndarray, radius: float, colors: list[int],
-            positions: list[float] | None = None) -> skia.Paint:
-    shader = skia.GradientShader.MakeRadial(skia.Point(float(center[0]), float(center[1])),
-                                            float(radius), colors, positions)
+def _radial(
+    center: np.ndarray, radius: float, colors: list[int], positions: list[float] | None = None
+) -> skia.Paint:
+    shader = skia.GradientShader.MakeRadial(
+        skia.Point(float(center[0]), float(center[1])), float(radius), colors, positions
+    )
     return skia.Paint(AntiAlias=True, Shader=shader)
 
 
@@ -476,8 +615,9 @@ def _pt(x: float, y: float) -> np.ndarray:
 class _Renderer:
     def __init__(self) -> None:
         self.surface = skia.Surface(SIZE, SIZE)
-        self.info = skia.ImageInfo.Make(SIZE, SIZE, skia.kRGBA_8888_ColorType,
-                                        skia.kUnpremul_AlphaType)
+        self.info = skia.ImageInfo.Make(
+            SIZE, SIZE, skia.kRGBA_8888_ColorType, skia.kUnpremul_AlphaType
+        )
 
     def render(self, pose: PoseVector) -> np.ndarray:
         v = pose.clamped().values.astype(np.float64)
@@ -499,15 +639,19 @@ class _Renderer:
     def _hair_back(self, c: skia.Canvas, m: _Motion) -> None:
         pts = m.back_hair(HAIR_BACK)
         top, bottom = m.back_hair(_pt(256, 60))[0], m.back_hair(_pt(256, 300))[0]
-        c.drawPath(_spline(pts, sharp=HAIR_BACK_SHARP),
-                   _linear(top, bottom, [HAIR_DARK, HAIR_SHADE]))
+        c.drawPath(
+            _spline(pts, sharp=HAIR_BACK_SHARP), _linear(top, bottom, [HAIR_DARK, HAIR_SHADE])
+        )
 
     def _body(self, c: skia.Canvas, m: _Motion) -> None:
         torso = m.body(TORSO)
         left, right = m.body(_pt(112, 300))[0], m.body(_pt(400, 300))[0]
-        c.drawPath(_spline(torso, sharp=_sharp(len(TORSO), [0, 7, 8, 15])),
-                   _linear(left, right, [BLOUSE_SHADE, BLOUSE, BLOUSE, BLOUSE_SHADE],
-                           [0.0, 0.3, 0.7, 1.0]))
+        c.drawPath(
+            _spline(torso, sharp=_sharp(len(TORSO), [0, 7, 8, 15])),
+            _linear(
+                left, right, [BLOUSE_SHADE, BLOUSE, BLOUSE, BLOUSE_SHADE], [0.0, 0.3, 0.7, 1.0]
+            ),
+        )
         # neck + neckline skin, then the shadow the jaw casts on it
         neck = m.neck(NECK)
         neck_path = _spline(neck, sharp=NECK_SHARP)
@@ -522,17 +666,21 @@ class _Renderer:
         for arm_pts in (ARM_R, _mirror(ARM_R)):
             arm = m.body(arm_pts, -6.0)
             outer, inner = m.body(arm_pts[2:3], -6.0)[0], m.body(arm_pts[9:10], -6.0)[0]
-            c.drawPath(_spline(arm, sharp=_sharp(len(arm_pts), [5, 6])),
-                       _linear(outer, inner, [BLOUSE_SHADE, _rgba(236, 239, 248)]))
-            c.drawPath(_spline(arm[6:], closed=False),
-                       _stroke(skia.ColorSetA(BLOUSE_SHADE, 255), 1.4))
+            c.drawPath(
+                _spline(arm, sharp=_sharp(len(arm_pts), [5, 6])),
+                _linear(outer, inner, [BLOUSE_SHADE, _rgba(236, 239, 248)]),
+            )
+            c.drawPath(
+                _spline(arm[6:], closed=False), _stroke(skia.ColorSetA(BLOUSE_SHADE, 255), 1.4)
+            )
         # sailor collar (with its shadow on the blouse), its stripes, the bow
         shadow = m.body(COLLAR_PTS + np.array([0.0, 5.0]), 3.0)
         c.drawPath(_spline(shadow, sharp=COLLAR_SHARP), _fill(skia.ColorSetA(BLOUSE_SHADE, 200)))
         collar = m.body(COLLAR_PTS, 4.0)
-        c.drawPath(_spline(collar, sharp=COLLAR_SHARP),
-                   _linear(m.body(_pt(256, 216))[0], m.body(_pt(256, 334))[0],
-                           [COLLAR_DARK, COLLAR]))
+        c.drawPath(
+            _spline(collar, sharp=COLLAR_SHARP),
+            _linear(m.body(_pt(256, 216))[0], m.body(_pt(256, 334))[0], [COLLAR_DARK, COLLAR]),
+        )
         stripe = _stroke(STRIPE, 2.2)
         for line in (STRIPE_R, STRIPE_R_FRONT):
             c.drawPath(_spline(m.body(line, 5.0), closed=False), stripe)
@@ -541,17 +689,38 @@ class _Renderer:
 
     def _bow(self, c: skia.Canvas, m: _Motion) -> None:
         kx, ky = BOW_KNOT
-        loop = _arr([(kx - 2, ky - 2), (kx - 16, ky - 13), (kx - 27, ky - 9), (kx - 26, ky + 6),
-                     (kx - 15, ky + 7), (kx - 2, ky + 3)])
-        tail = _arr([(kx - 3, ky + 3), (kx - 11, ky + 20), (kx - 15, ky + 36), (kx - 6, ky + 32),
-                     (kx - 1, ky + 34), (kx + 1, ky + 6)])
+        loop = _arr(
+            [
+                (kx - 2, ky - 2),
+                (kx - 16, ky - 13),
+                (kx - 27, ky - 9),
+                (kx - 26, ky + 6),
+                (kx - 15, ky + 7),
+                (kx - 2, ky + 3),
+            ]
+        )
+        tail = _arr(
+            [
+                (kx - 3, ky + 3),
+                (kx - 11, ky + 20),
+                (kx - 15, ky + 36),
+                (kx - 6, ky + 32),
+                (kx - 1, ky + 34),
+                (kx + 1, ky + 6),
+            ]
+        )
         paint_dark = _fill(BOW_DARK)
         for shape, sharp_idx in ((tail, [2, 4]), (loop, [0, 5])):
             for pts in (shape, _mirror(shape)):
                 moved = m.body(pts, 10.0)
-                c.drawPath(_spline(moved, sharp=_sharp(len(pts), sharp_idx)),
-                           _linear(m.body(_pt(kx, ky - 12), 10.0)[0],
-                                   m.body(_pt(kx, ky + 30), 10.0)[0], [BOW, BOW_DARK]))
+                c.drawPath(
+                    _spline(moved, sharp=_sharp(len(pts), sharp_idx)),
+                    _linear(
+                        m.body(_pt(kx, ky - 12), 10.0)[0],
+                        m.body(_pt(kx, ky + 30), 10.0)[0],
+                        [BOW, BOW_DARK],
+                    ),
+                )
         fold = _arr([(kx - 6, ky - 3), (kx - 18, ky - 6), (kx - 20, ky + 2), (kx - 8, ky + 1)])
         for pts in (fold, _mirror(fold)):
             c.drawPath(_spline(m.body(pts, 11.0)), _fill(skia.ColorSetA(BOW_DARK, 120)))
@@ -569,8 +738,10 @@ class _Renderer:
         # soft blush on the cheeks
         for bx in (226.0, 286.0):
             center = m.head(_pt(bx, 163), Z_FEATURE)[0]
-            c.drawPath(_spline(m.head(_ellipse_points(bx, 163, 13, 6.5, 12), Z_FEATURE)),
-                       _radial(center, 13.0, [BLUSH, skia.ColorSetA(BLUSH, 0)]))
+            c.drawPath(
+                _spline(m.head(_ellipse_points(bx, 163, 13, 6.5, 12), Z_FEATURE)),
+                _radial(center, 13.0, [BLUSH, skia.ColorSetA(BLUSH, 0)]),
+            )
         # the shadow the bangs cast on the forehead
         shadow = m.head(HAIR_CAP + np.array([0.0, 6.0]), Z_HAIR_FRONT - 3.0)
         c.drawPath(_spline(shadow, sharp=HAIR_CAP_SHARP), _fill(SKIN_SHADE))
@@ -604,8 +775,9 @@ class _Renderer:
         iris = m.head(_ellipse_points(ix, iy, rx, ry, 16), Z_FEATURE + 1.0)
         itop = m.head(_pt(ix, iy - ry), Z_FEATURE + 1.0)[0]
         ibot = m.head(_pt(ix, iy + ry), Z_FEATURE + 1.0)[0]
-        c.drawPath(_spline(iris), _linear(itop, ibot, [IRIS_TOP, IRIS_MID, IRIS_BOTTOM],
-                                           [0.1, 0.55, 1.0]))
+        c.drawPath(
+            _spline(iris), _linear(itop, ibot, [IRIS_TOP, IRIS_MID, IRIS_BOTTOM], [0.1, 0.55, 1.0])
+        )
         c.drawPath(_spline(iris), _stroke(IRIS_TOP, 1.2))
         pupil = m.head(_ellipse_points(ix, iy + 1.0, rx * 0.45, ry * 0.5, 12), Z_FEATURE + 1.0)
         c.drawPath(_spline(pupil), _fill(skia.ColorSetA(PUPIL, 200)))
@@ -613,11 +785,15 @@ class _Renderer:
         glow = m.head(_ellipse_points(ix, iy + ry * 0.55, rx * 0.7, ry * 0.28, 12), Z_FEATURE + 1)
         c.drawPath(_spline(glow), _fill(skia.ColorSetA(_rgba(190, 255, 230), 110)))
         hl_dx = 1.0 if mirrored else -1.0
-        hl = m.head(_ellipse_points(ix + hl_dx * rx * 0.35, iy - ry * 0.4, rx * 0.34, ry * 0.26,
-                                    12), Z_FEATURE + 2.0)
+        hl = m.head(
+            _ellipse_points(ix + hl_dx * rx * 0.35, iy - ry * 0.4, rx * 0.34, ry * 0.26, 12),
+            Z_FEATURE + 2.0,
+        )
         c.drawPath(_spline(hl), _fill(_rgba(255, 255, 255, 245)))
-        hl2 = m.head(_ellipse_points(ix - hl_dx * rx * 0.4, iy + ry * 0.35, rx * 0.14, rx * 0.14,
-                                     8), Z_FEATURE + 2.0)
+        hl2 = m.head(
+            _ellipse_points(ix - hl_dx * rx * 0.4, iy + ry * 0.35, rx * 0.14, rx * 0.14, 8),
+            Z_FEATURE + 2.0,
+        )
         c.drawPath(_spline(hl2), _fill(_rgba(255, 255, 255, 220)))
         # shadow of the upper lid on the eye
         c.drawPath(_spline(upper, closed=False), _stroke(skia.ColorSetA(IRIS_TOP, 70), 5.0))
@@ -628,8 +804,9 @@ class _Renderer:
         outer = upper[0]
         flick = np.array([[outer[0] + flick_dir * 4.5, outer[1] - 4.0]])
         lash = np.concatenate([upper, lash_top[::-1], flick], axis=0)
-        c.drawPath(_spline(lash, sharp=_sharp(len(lash), [0, n_up - 1, n_up, len(lash) - 1])),
-                   _fill(LASH))
+        c.drawPath(
+            _spline(lash, sharp=_sharp(len(lash), [0, n_up - 1, n_up, len(lash) - 1])), _fill(LASH)
+        )
         # the eyelid crease above the lashes
         crease = upper[1:5] - np.array([0.0, 1.0]) * (LASH_THICK[1:5, None] + 3.5)
         c.drawPath(_spline(crease, closed=False), _stroke(skia.ColorSetA(SKIN_DEEP, 200), 1.0))
@@ -674,16 +851,16 @@ class _Renderer:
             pts = m.head(lock, Z_SIDE_LOCK)
             lt = m.head(_pt(float(lock[0, 0]), 110), Z_SIDE_LOCK)[0]
             lb = m.head(_pt(float(lock[0, 0]), 232), Z_SIDE_LOCK)[0]
-            c.drawPath(_spline(pts, sharp=SIDE_LOCK_R_SHARP),
-                       _linear(lt, lb, [HAIR, HAIR_SHADE]))
+            c.drawPath(_spline(pts, sharp=SIDE_LOCK_R_SHARP), _linear(lt, lb, [HAIR, HAIR_SHADE]))
         ahoge = m.head(AHOGE, Z_HAIR_FRONT)
         c.drawPath(_spline(ahoge, sharp=AHOGE_SHARP), _fill(HAIR))
         cap_path = _spline(cap, sharp=HAIR_CAP_SHARP)
         c.drawPath(cap_path, hair_paint)
         c.save()
         c.clipPath(cap_path, doAntiAlias=True)
-        c.drawPath(_spline(m.head(HAIR_SHINE, Z_HAIR_FRONT + 1.0)),
-                   _fill(skia.ColorSetA(HAIR_LIGHT, 200)))
+        c.drawPath(
+            _spline(m.head(HAIR_SHINE, Z_HAIR_FRONT + 1.0)), _fill(skia.ColorSetA(HAIR_LIGHT, 200))
+        )
         line = _stroke(skia.ColorSetA(HAIR_LINE, 70), 1.0)
         for strand in HAIR_STRANDS:
             c.drawPath(_spline(m.head(strand, Z_HAIR_FRONT + 1.0), closed=False), line)
@@ -697,15 +874,22 @@ class _Renderer:
         for k in range(5):
             angle = -math.pi / 2 + k * 2.0 * math.pi / 5
             ux, uy = math.cos(angle), math.sin(angle)
-            petal = _arr([(fx, fy), (fx + 9 * ux - 5 * uy, fy + 9 * uy + 5 * ux),
-                          (fx + 14 * ux - 2 * uy, fy + 14 * uy + 2 * ux),
-                          (fx + 12.5 * ux, fy + 12.5 * uy),
-                          (fx + 14 * ux + 2 * uy, fy + 14 * uy - 2 * ux),
-                          (fx + 9 * ux + 5 * uy, fy + 9 * uy - 5 * ux)])
+            petal = _arr(
+                [
+                    (fx, fy),
+                    (fx + 9 * ux - 5 * uy, fy + 9 * uy + 5 * ux),
+                    (fx + 14 * ux - 2 * uy, fy + 14 * uy + 2 * ux),
+                    (fx + 12.5 * ux, fy + 12.5 * uy),
+                    (fx + 14 * ux + 2 * uy, fy + 14 * uy - 2 * ux),
+                    (fx + 9 * ux + 5 * uy, fy + 9 * uy - 5 * ux),
+                ]
+            )
             pts = m.head(petal, z)
             center = m.head(_pt(fx, fy), z)[0]
-            c.drawPath(_spline(pts, sharp=_sharp(6, [0, 3])),
-                       _radial(center, 14.0, [PETAL_SHADE, PETAL], [0.2, 0.8]))
+            c.drawPath(
+                _spline(pts, sharp=_sharp(6, [0, 3])),
+                _radial(center, 14.0, [PETAL_SHADE, PETAL], [0.2, 0.8]),
+            )
         dot = m.head(_ellipse_points(fx, fy, 3.6, 3.6, 8), z + 1.0)
         c.drawPath(_spline(dot), _fill(FLOWER_CENTER))
 
@@ -735,24 +919,17 @@ class RigPoser:
         self._loaded = False
 
     def load(self, character: Path | np.ndarray | str) -> None:
-        """Accept only the bundled character (its name, folder or character.png)."""
-        if isinstance(character, np.ndarray):
+        """Accept only the bundled character: its name, or an image with its pixels."""
+        if isinstance(character, str) and character in CHARACTER_NAMES:
+            self._loaded = True
+            return
+        rgba = load_character(character)
+        own = self._renderer.render(PoseVector.neutral())
+        # A re-encoded copy of the rig's own neutral frame may differ by rounding only.
+        difference = np.abs(rgba.astype(np.int16) - own.astype(np.int16))
+        if difference.mean() > 1.0:
             raise PuppetError(
-                "The rig poser only draws its own character, not a given image.",
-                f"Use rig:{DEFAULT_CHARACTER_NAME} without --character, or a neural poser "
-                "(tha3:..., student:...) for your own art.",
-            )
-        text = str(character)
-        candidates = {
-            DEFAULT_CHARACTER_NAME,
-            str(DEFAULT_CHARACTER_DIR),
-            str(DEFAULT_CHARACTER_DIR / "character.png"),
-        }
-        resolved = str(Path(text).expanduser().resolve()) if text not in CHARACTER_NAMES else text
-        if text not in candidates and resolved not in candidates:
-            raise PuppetError(
-                f"The rig poser only draws its own character {DEFAULT_CHARACTER_NAME!r}, "
-                f"not {text}.",
+                f"The rig poser only draws its own character {DEFAULT_CHARACTER_NAME!r}.",
                 f"Use rig:{DEFAULT_CHARACTER_NAME} without --character, or a neural poser "
                 "(tha3:..., student:...) for your own art.",
             )
@@ -762,8 +939,10 @@ class RigPoser:
         return self._renderer.render(pose)
 
 
-def create_poser(argument: str, device: str) -> tuple[RigPoser, Path]:
-    """Registry factory for ``rig:NAME``: an unloaded RigPoser and its character image."""
+def create_poser(
+    argument: str, device: str, models_dir: Path | None = None
+) -> tuple[RigPoser, str]:
+    """Registry factory for ``rig:NAME``: an unloaded RigPoser and its character's name."""
     name = argument.strip()
     if name not in CHARACTER_NAMES:
         raise PuppetError(
@@ -771,33 +950,5 @@ def create_poser(argument: str, device: str) -> tuple[RigPoser, Path]:
             f"Known rig characters: {', '.join(CHARACTER_NAMES)}.",
         )
     # the rig draws on the CPU whatever device was asked for (it is fast there)
-    return RigPoser(name), DEFAULT_CHARACTER_DIR / "character.png"
-
-
-def write_character(path: Path | None = None) -> Path:
-    """Render the neutral pose to ``character.png`` (atomically) and return its path."""
-    import io
-
-    from PIL import Image
-
-    from puppet.atomic import atomic_write_bytes
-
-    target = Path(path) if path is not None else DEFAULT_CHARACTER_DIR / "character.png"
-    buffer = io.BytesIO()
-    Image.fromarray(render_rig(PoseVector.neutral()), "RGBA").save(buffer, "PNG", optimize=True)
-    return atomic_write_bytes(target, buffer.getvalue())
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="The bundled character's rig teacher.")
-    parser.add_argument("--write-character", action="store_true",
-                        help="regenerate assets/characters/hana/character.png (neutral pose)")
-    args = parser.parse_args(argv)
-    if args.write_character:
-        print(write_character())
-    else:
-        parser.print_help()
-
-
-if __name__ == "__main__":
-    main()
+    del models_dir  # the rig has no weights
+    return RigPoser(name), name

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from puppet.errors import PuppetError
-from puppet.paths import ASSETS_DIR
+from puppet.paths import FACE_LANDMARKER, FACE_LANDMARKER_FAST
 
 
 @dataclass
@@ -72,9 +72,8 @@ class FaceObservation:
         return self.landmarks * np.array([w, h, w], dtype=np.float32)
 
 
-MEDIAPIPE_DIR = ASSETS_DIR / "mediapipe"
-FULL_MODEL_PATH = MEDIAPIPE_DIR / "face_landmarker.task"
-FAST_MODEL_PATH = MEDIAPIPE_DIR / "face_landmarker_fast.task"
+FULL_MODEL_PATH = FACE_LANDMARKER
+FAST_MODEL_PATH = FACE_LANDMARKER_FAST
 NUM_LANDMARKS = 478
 TrackerMode = Literal["full", "fast"]
 TRACKER_MODES: tuple[str, ...] = ("full", "fast")
@@ -114,15 +113,16 @@ class TrackerOptions:
 def euler_xyz_deg(rotation: np.ndarray) -> tuple[float, float, float]:
     """Head angles as the official THA4 mediapipe converter computes them.
 
-    ``scipy Rotation.from_matrix(M[:3, :3]).as_euler('xyz')``, here in degrees:
-    x = pitch, y = yaw, z = roll.
+    The official code calls ``scipy Rotation.from_matrix(M[:3, :3]).as_euler('xyz')``: the
+    nearest rotation to M, as extrinsic x-y-z angles (R = Rz(z) Ry(y) Rx(x)), in degrees here:
+    x = pitch, y = yaw, z = roll. Computed with numpy (tested against scipy).
     """
-    from scipy.spatial.transform import Rotation
-
-    x, y, z = Rotation.from_matrix(np.asarray(rotation, dtype=np.float64)[:3, :3]).as_euler(
-        "xyz", degrees=True
-    )
-    return float(x), float(y), float(z)
+    u, _, vt = np.linalg.svd(np.asarray(rotation, dtype=np.float64)[:3, :3])
+    r = u @ np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))]) @ vt  # nearest rotation
+    x = np.arctan2(r[2, 1], r[2, 2])
+    y = np.arctan2(-r[2, 0], np.hypot(r[2, 1], r[2, 2]))
+    z = np.arctan2(r[1, 0], r[0, 0])
+    return tuple(float(np.degrees(v)) for v in (x, y, z))  # type: ignore[return-value]
 
 
 # --- head pose from landmarks (fast mode) ---------------------------------------------------
@@ -429,9 +429,7 @@ class FaceTracker:
         rotation: np.ndarray | None = None
         if self.options.mode == "full":
             if result.face_blendshapes:
-                blendshapes = {
-                    c.category_name: float(c.score) for c in result.face_blendshapes[0]
-                }
+                blendshapes = {c.category_name: float(c.score) for c in result.face_blendshapes[0]}
             if result.facial_transformation_matrixes:
                 rotation = np.asarray(result.facial_transformation_matrixes[0], np.float64)[:3, :3]
         else:

@@ -22,12 +22,17 @@ import numpy as np
 
 from puppet.atomic import atomic_write_text
 from puppet.errors import PuppetError
-from puppet.idle import IdleSettings
-from puppet.mapping import FeatureRanges, MapperSettings, geometry_features, user_head_angles
+from puppet.mapping.converters import (
+    FeatureRanges,
+    MapperSettings,
+    geometry_features,
+    user_head_angles,
+)
+from puppet.mapping.idle import IdleSettings
+from puppet.mapping.smoothing import filter_params
 from puppet.paths import profiles_dir
 from puppet.pose import INDEX
-from puppet.smoothing import filter_params
-from puppet.tracking import FaceObservation
+from puppet.tracking.tracker import FaceObservation
 
 try:
     import tomllib
@@ -275,7 +280,7 @@ def _frames_from(source: Any) -> tuple[Iterator[tuple[float, np.ndarray]], Calla
     """(timestamp_s, frame_bgr) pairs from an iterable, a video path or a camera index."""
     if not isinstance(source, str | int | Path):
         return iter(source), lambda: None
-    from puppet.capture import FrameSource, parse_source
+    from puppet.capture.sources import FrameSource, parse_source
 
     parsed = parse_source(str(source)) if not isinstance(source, Path) else source
     if isinstance(parsed, Path):
@@ -443,10 +448,10 @@ def calibrate(
     source: (timestamp_s, frame_bgr) pairs, a video file path, or a camera index ("0").
     Each step: ``prompt(instruction)``, ``settle_seconds`` to react (frames ignored), then
     ``seconds_per_step`` of frames recorded.  The neutral step is required and first.
-    tracker_options: a ``puppet.tracking.TrackerOptions`` (overrides tracker/mirror).
+    tracker_options: a ``puppet.tracking.tracker.TrackerOptions`` (overrides tracker/mirror).
     An existing profile of the same name keeps its gains/ranges/smoothing/mapper/idle tables.
     """
-    from puppet.tracking import FaceTracker, TrackerOptions
+    from puppet.tracking.tracker import FaceTracker, TrackerOptions
 
     steps = tuple(steps) if steps is not None else DEFAULT_STEPS
     unknown = [s for s in steps if s not in STEP_PROMPTS]

@@ -1,6 +1,6 @@
 """The bundled driving source for `make demo`: a procedurally generated pose track.
 
-Regenerate the committed file with ``python -m puppet.demo_track`` (seeded, reproducible).
+Regenerate the committed file with ``python -m puppet.app.demo_track`` (seeded, reproducible).
 It shows what a streamer does: idle sway and breathing, natural blinks, a wink, looking
 around, talking (vowels), a smile, head turns and a tilt.
 """
@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from puppet.paths import DEMO_TRACK
 from puppet.pose import PoseVector
-from puppet.track_io import PoseFrame, PoseTrack, write_track
-
-DEMO_TRACK = Path(__file__).resolve().parent.parent / "assets" / "driving" / "demo.jsonl"
+from puppet.pose_track import PoseFrame, PoseTrack, write_track
 
 
 def _bump(t: float, start: float, length: float) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from puppet.demo_track import DEMO_TRACK
-from puppet.pipeline import LiveConfig, RunReport, run_live
+from puppet.app.live import LiveConfig, RunReport, run_live
+from puppet.paths import DEMO_TRACK
 
 
 def run_demo(output: Path = Path("out/demo.mp4"), *, seconds: float | None = None) -> RunReport:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import tempfile
 import time
@@ -12,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from puppet.app.live import load_poser
+from puppet.app.timing import StageStats, StageTimer
+from puppet.errors import PuppetError
+from puppet.paths import BENCH_FACE
 from puppet.pose import PoseVector
-from puppet.posers import create_poser
-from puppet.timing import StageStats, StageTimer
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +44,58 @@ class BenchReport:
 
 
 def _peak_rss_mb() -> float:
+    """Peak resident memory of this process (0 where the OS offers no cheap figure)."""
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return _peak_rss_mb_windows()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def bench_camera_frame() -> np.ndarray | None:
-    """A real face as a 640x480 BGR camera frame (scikit-image's public-domain astronaut)."""
+def _peak_rss_mb_windows() -> float:
+    import ctypes
+    from ctypes import wintypes
+
+    class Counters(ctypes.Structure):
+        _fields_ = [
+            ("cb", wintypes.DWORD),
+            ("PageFaultCount", wintypes.DWORD),
+            ("PeakWorkingSetSize", ctypes.c_size_t),
+            ("WorkingSetSize", ctypes.c_size_t),
+            ("QuotaPeakPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaPeakNonPagedPoolUsage", ctypes.c_size_t),
+            ("QuotaNonPagedPoolUsage", ctypes.c_size_t),
+            ("PagefileUsage", ctypes.c_size_t),
+            ("PeakPagefileUsage", ctypes.c_size_t),
+        ]
+
     try:
-        from skimage import data
-    except ImportError:
-        return None
+        counters = Counters()
+        counters.cb = ctypes.sizeof(Counters)
+        process = ctypes.windll.kernel32.GetCurrentProcess()  # type: ignore[attr-defined]
+        ctypes.windll.psapi.GetProcessMemoryInfo(  # type: ignore[attr-defined]
+            process, ctypes.byref(counters), counters.cb
+        )
+        return counters.PeakWorkingSetSize / (1024 * 1024)
+    except (AttributeError, OSError):
+        return 0.0
+
+
+def bench_camera_frame() -> np.ndarray:
+    """A real face as a 640x480 BGR camera frame: the bundled 480x480 crop of NASA's
+    public-domain astronaut photo (the one scikit-image ships), centred on black."""
     import cv2
 
-    face = data.astronaut()  # 512x512 RGB
+    face = cv2.imread(str(BENCH_FACE), cv2.IMREAD_COLOR)
+    if face is None:
+        raise PuppetError(
+            f"The bundled bench photo {BENCH_FACE} is missing.",
+            "Reinstall puppet; `puppet doctor` lists what else is missing.",
+        )
     frame = np.zeros((480, 640, 3), dtype=np.uint8)
-    small = cv2.resize(face, (480, 480), interpolation=cv2.INTER_AREA)
-    frame[:, 80:560] = small[:, :, ::-1]
+    frame[:, 80:560] = cv2.resize(face, (480, 480), interpolation=cv2.INTER_AREA)
     return frame
 
 
@@ -86,7 +123,7 @@ def run_bench(
 ) -> BenchReport:
     """Half the time on the poser alone, half on the whole loop into a real .mp4 output."""
     notes: list[str] = []
-    poser = create_poser(poser_spec, character, device)
+    poser = load_poser(poser_spec, character, device)
     poses = _random_poses(64)
     poser.pose(poses[0])  # warm-up (first call allocates)
     timer = StageTimer()
@@ -103,18 +140,11 @@ def run_bench(
 
     # Whole loop: tracking -> mapping -> poser -> outputs (an mp4 written to a temp dir).
     frame = bench_camera_frame()
-    tracker_obj = mapper = None
-    if frame is None:
-        notes.append("scikit-image missing: tracking not timed")
-    else:
-        try:
-            from puppet.mapping import PoseMapper
-            from puppet.tracking import FaceTracker, TrackerOptions
+    from puppet.mapping.pose_mapper import PoseMapper
+    from puppet.tracking.tracker import FaceTracker, TrackerOptions
 
-            tracker_obj = FaceTracker(TrackerOptions(mode=tracker, mirror=True))
-            mapper = PoseMapper(None)
-        except ImportError as error:
-            notes.append(f"tracking not available: {error}")
+    tracker_obj = FaceTracker(TrackerOptions(mode=tracker, mirror=True))
+    mapper = PoseMapper(None)
     from puppet.outputs.factory import open_output
 
     loop_timer = StageTimer()

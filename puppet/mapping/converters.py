@@ -35,7 +35,7 @@ import numpy as np
 
 from puppet.errors import PuppetError
 from puppet.pose import INDEX, LOWER, NUM_PARAMETERS, UPPER, PoseVector
-from puppet.tracking import FaceObservation
+from puppet.tracking.tracker import FaceObservation
 
 EYEBROW_DOWN_MODES = ("angry", "troubled", "lowered", "serious")
 WINK_MODES = ("normal", "relaxed")
@@ -709,13 +709,3 @@ def breathing_value(t: float, breaths_per_minute: float, t0: float = 0.0) -> flo
         return 0.0
     phase = ((t - t0) * breaths_per_minute / 60.0) % 1.0
     return 0.5 * (1.0 - math.cos(2.0 * math.pi * phase))
-
-
-def __getattr__(name: str):
-    # PoseMapper lives in puppet.posemapper (it needs calibration, which imports this module);
-    # re-exported here lazily so `from puppet.mapping import PoseMapper` works.
-    if name == "PoseMapper":
-        from puppet.posemapper import PoseMapper
-
-        return PoseMapper
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

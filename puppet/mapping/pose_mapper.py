@@ -12,14 +12,14 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from puppet.calibration import CalibrationProfile, recalibrate_neutral
 from puppet.errors import PuppetError
-from puppet.idle import FaceLostEasing, IdleAnimator
-from puppet.lipsync import LipSync
-from puppet.mapping import BlendshapeMapper, GeometryMapper, HeadCalibration
+from puppet.mapping.calibration import CalibrationProfile, recalibrate_neutral
+from puppet.mapping.converters import BlendshapeMapper, GeometryMapper, HeadCalibration
+from puppet.mapping.idle import FaceLostEasing, IdleAnimator
+from puppet.mapping.lipsync import LipSync
+from puppet.mapping.smoothing import OneEuroFilter
 from puppet.pose import INDEX, LOWER, NUM_PARAMETERS, UPPER, PoseVector
-from puppet.smoothing import OneEuroFilter
-from puppet.tracking import FaceObservation
+from puppet.tracking.tracker import FaceObservation
 
 
 def _both(group: str, value: float) -> dict[str, float]:

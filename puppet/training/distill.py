@@ -39,6 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from poser_models.image import load_character
 from poser_models.student import (
     BODY_INDICES,
     FACE_INPUTS,
@@ -47,16 +48,14 @@ from poser_models.student import (
     WEIGHTS_FILE,
     StudentConfig,
     StudentManifest,
-    StudentNet,
     StudentPoser,
     image_sha256,
     monomial_exponents,
-    pixel_grid,
     rgba_to_premultiplied_linear,
     tensor_shapes,
 )
+from poser_models.student_net import StudentNet, pixel_grid
 from puppet.atomic import atomic_write_bytes
-from puppet.character import load_character
 from puppet.errors import PuppetError
 from puppet.pose import INDEX, LOWER, NUM_PARAMETERS, UPPER, PoseVector
 
@@ -148,19 +147,53 @@ class Quality:
 
 QUALITIES: dict[str, Quality] = {
     "test": Quality(
-        face_frames=160, head_frames=60, body_frames=60, joint_frames=100, heldout_frames=8,
-        face_rank=12, face_hidden=48, residual_rank=6, residual_hidden=32,
-        regress_steps=200, train_steps=60, batch=4, crop=96, minutes=3.0,
+        face_frames=160,
+        head_frames=60,
+        body_frames=60,
+        joint_frames=100,
+        heldout_frames=8,
+        face_rank=12,
+        face_hidden=48,
+        residual_rank=6,
+        residual_hidden=32,
+        regress_steps=200,
+        train_steps=60,
+        batch=4,
+        crop=96,
+        minutes=3.0,
     ),
     "fast": Quality(
-        face_frames=1000, head_frames=300, body_frames=300, joint_frames=800, heldout_frames=24,
-        face_rank=32, face_hidden=96, residual_rank=16, residual_hidden=64,
-        regress_steps=1500, train_steps=1500, batch=6, crop=128, minutes=15.0,
+        face_frames=1000,
+        head_frames=300,
+        body_frames=300,
+        joint_frames=800,
+        heldout_frames=24,
+        face_rank=32,
+        face_hidden=96,
+        residual_rank=16,
+        residual_hidden=64,
+        regress_steps=1500,
+        train_steps=1500,
+        batch=6,
+        crop=128,
+        minutes=15.0,
     ),
     "default": Quality(
-        face_frames=4000, head_frames=1000, body_frames=1000, joint_frames=3000,
-        heldout_frames=64, face_rank=64, face_hidden=128, residual_rank=16, residual_hidden=64,
-        regress_steps=3000, train_steps=16000, batch=8, crop=128, minutes=58.0, layers=3,
+        face_frames=4000,
+        head_frames=1000,
+        body_frames=1000,
+        joint_frames=3000,
+        heldout_frames=64,
+        face_rank=64,
+        face_hidden=128,
+        residual_rank=16,
+        residual_hidden=64,
+        regress_steps=3000,
+        train_steps=16000,
+        batch=8,
+        crop=128,
+        minutes=58.0,
+        layers=3,
     ),
 }
 
@@ -199,8 +232,14 @@ def sample_face(rng: np.random.Generator) -> np.ndarray:
         v[INDEX["eye_wink_left"]] = v[INDEX["eye_wink_right"]] = _value(rng)
     elif blink < 0.6:
         _pair(v, "eye_wink", rng, linked=0.0)
-    for group in ("eye_happy_wink", "eye_surprised", "eye_relaxed", "eye_unimpressed",
-                  "eye_raised_lower_eyelid", "iris_small"):
+    for group in (
+        "eye_happy_wink",
+        "eye_surprised",
+        "eye_relaxed",
+        "eye_unimpressed",
+        "eye_raised_lower_eyelid",
+        "iris_small",
+    ):
         if rng.random() < 0.12:
             _pair(v, group, rng, linked=0.7)
     vowels = ["mouth_aaa", "mouth_iii", "mouth_uuu", "mouth_eee", "mouth_ooo"]
@@ -217,8 +256,14 @@ def sample_face(rng: np.random.Generator) -> np.ndarray:
             _pair(v, group, rng, linked=0.6)
     if rng.random() < 0.1:
         v[INDEX["mouth_smirk"]] = _value(rng)
-    for group in ("eyebrow_troubled", "eyebrow_angry", "eyebrow_lowered", "eyebrow_raised",
-                  "eyebrow_happy", "eyebrow_serious"):
+    for group in (
+        "eyebrow_troubled",
+        "eyebrow_angry",
+        "eyebrow_lowered",
+        "eyebrow_raised",
+        "eyebrow_happy",
+        "eyebrow_serious",
+    ):
         if rng.random() < 0.12:
             _pair(v, group, rng, linked=0.7)
     for name in ("iris_rotation_x", "iris_rotation_y"):
@@ -234,8 +279,11 @@ def sample_rotation(rng: np.random.Generator, head: bool, body: bool) -> np.ndar
     for indices in groups:
         if rng.random() < 0.15:  # one axis alone, often at its extreme: a pure turn or tilt
             i = indices[rng.integers(3)]
-            v[i] = rng.choice([LOWER[i], UPPER[i]]) if rng.random() < 0.5 else rng.uniform(
-                LOWER[i], UPPER[i])
+            v[i] = (
+                rng.choice([LOWER[i], UPPER[i]])
+                if rng.random() < 0.5
+                else rng.uniform(LOWER[i], UPPER[i])
+            )
             continue
         for i in indices:
             if rng.random() < 0.75:
@@ -267,7 +315,7 @@ def sample_poses(kind: str, count: int, seed: int) -> np.ndarray:
 
 def parse_teacher(teacher: str) -> str:
     """Normalise a teacher spec to a poser spec: rig -> rig:hana, tha3 -> tha3:separable_float."""
-    from puppet.posers import DEFAULT_CHARACTER_NAME
+    from poser_models.registry import DEFAULT_CHARACTER_NAME
 
     kind, _, argument = teacher.strip().partition(":")
     if kind == "rig":
@@ -276,8 +324,9 @@ def parse_teacher(teacher: str) -> str:
         return f"tha3:{argument or 'separable_float'}"
     if kind == "tha4-student":
         if not argument:
-            raise PuppetError("The teacher tha4-student needs its folder.",
-                              "Write --teacher tha4-student:DIR.")
+            raise PuppetError(
+                "The teacher tha4-student needs its folder.", "Write --teacher tha4-student:DIR."
+            )
         return f"tha4-student:{argument}"
     raise PuppetError(
         f"Unknown teacher {teacher!r}.",
@@ -287,9 +336,10 @@ def parse_teacher(teacher: str) -> str:
 
 def make_teacher(teacher: str, character: Path | np.ndarray, device: str = "cpu"):
     """The teacher poser (anything with ``pose(PoseVector) -> RGBA uint8``), loaded."""
-    from puppet.posers import create_poser
+    from poser_models.registry import create_poser
+    from puppet.paths import models_dir
 
-    return create_poser(parse_teacher(teacher), character, device=device)
+    return create_poser(parse_teacher(teacher), character, device=device, models_dir=models_dir())
 
 
 def render_frames(teacher, poses: np.ndarray) -> np.ndarray:
@@ -359,12 +409,21 @@ class DistillReport:
 class _Run:
     """State of one distillation: caches, checkpoints and phases."""
 
-    def __init__(self, character_path: Path, teacher_spec: str, out_dir: Path, quality: str,
-                 seed: int, device: str, max_minutes: float | None,
-                 log: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        character_path: Path,
+        teacher_spec: str,
+        out_dir: Path,
+        quality: str,
+        seed: int,
+        device: str,
+        max_minutes: float | None,
+        log: Callable[[str], None],
+    ) -> None:
         if quality not in QUALITIES:
-            raise PuppetError(f"Unknown quality {quality!r}.",
-                              f"Use one of: {', '.join(QUALITIES)}.")
+            raise PuppetError(
+                f"Unknown quality {quality!r}.", f"Use one of: {', '.join(QUALITIES)}."
+            )
         self.character_path = Path(character_path)
         self.rgba = load_character(self.character_path)
         self.teacher_spec = parse_teacher(teacher_spec)
@@ -391,8 +450,12 @@ class _Run:
         atomic_write_bytes(self.state_path, json.dumps(self.state, indent=1).encode())
 
     def load_state(self, resume: bool) -> None:
-        key = {"teacher": self.teacher_spec, "quality": self.quality_name, "seed": self.seed,
-               "character_sha256": image_sha256(self.rgba)}
+        key = {
+            "teacher": self.teacher_spec,
+            "quality": self.quality_name,
+            "seed": self.seed,
+            "character_sha256": image_sha256(self.rgba),
+        }
         if resume and self.state_path.is_file():
             state = json.loads(self.state_path.read_text())
             if all(state.get(k) == v for k, v in key.items()):
@@ -419,8 +482,13 @@ class _Run:
 
     def set_sizes(self) -> dict[str, int]:
         q = self.q
-        return {"face": q.face_frames, "head": q.head_frames, "body": q.body_frames,
-                "joint": q.joint_frames, "heldout": q.heldout_frames}
+        return {
+            "face": q.face_frames,
+            "head": q.head_frames,
+            "body": q.body_frames,
+            "joint": q.joint_frames,
+            "heldout": q.heldout_frames,
+        }
 
     def face_box(self) -> tuple[int, int, int, int]:
         return tuple(self.state["face_box"])  # type: ignore[return-value]
@@ -444,8 +512,10 @@ class _Run:
                 frame = _check_frame(self.teacher.pose(PoseVector(v)))
                 changed |= np.abs(frame.astype(np.int16) - neutral).max(axis=-1) > 2
         if not changed.any():
-            raise PuppetError("The teacher's face parameters change nothing in the image.",
-                              "Check the teacher and the character image.")
+            raise PuppetError(
+                "The teacher's face parameters change nothing in the image.",
+                "Check the teacher and the character image.",
+            )
         ys, xs = np.nonzero(changed)
         pad = 6
         top, bottom = max(0, ys.min() - pad), min(SIZE, ys.max() + 1 + pad)
@@ -456,8 +526,10 @@ class _Run:
         student_neutral = rgba_to_premultiplied_linear(self.rgba)
         teacher_neutral = rgba_to_premultiplied_linear(neutral)
         self.state["neutral_psnr_db"] = alpha_weighted_psnr(teacher_neutral, student_neutral)
-        self.log(f"face box (top, left, height, width) = {self.state['face_box']};"
-                 f" teacher neutral vs image {self.state['neutral_psnr_db']:.1f} dB")
+        self.log(
+            f"face box (top, left, height, width) = {self.state['face_box']};"
+            f" teacher neutral vs image {self.state['neutral_psnr_db']:.1f} dB"
+        )
 
     def render(self, progress) -> None:
         top, left, height, width = self.face_box()
@@ -473,8 +545,9 @@ class _Run:
             last_save = time.monotonic()
             for n in range(done, count):
                 frame = _check_frame(self.teacher.pose(PoseVector(poses[n])))
-                cache[n] = frame[top : top + height, left : left + width] if kind == "face" \
-                    else frame
+                cache[n] = (
+                    frame[top : top + height, left : left + width] if kind == "face" else frame
+                )
                 progress.advance(task)
                 if time.monotonic() - last_save > 20 or n == count - 1:
                     cache.flush()
@@ -491,11 +564,15 @@ class _Run:
         boxes = self.state.get("boxes", {})
         full = (0, 0, 256, 256)
         return StudentConfig(
-            face_box=self.face_box(), face_rank=q.face_rank, face_hidden=q.face_hidden,
+            face_box=self.face_box(),
+            face_rank=q.face_rank,
+            face_hidden=q.face_hidden,
             head_box=tuple(boxes.get("head", full)),
             body_box=tuple(boxes.get("body", (0, 0, 128, 128))),
-            residual_box=tuple(boxes.get("residual", full)), residual_rank=q.residual_rank,
-            residual_hidden=q.residual_hidden, layers=q.layers,
+            residual_box=tuple(boxes.get("residual", full)),
+            residual_rank=q.residual_rank,
+            residual_hidden=q.residual_hidden,
+            layers=q.layers,
         )
 
     def initialise(self, progress) -> StudentNet:
@@ -510,8 +587,9 @@ class _Run:
         patches = self.frames("face")
         poses_face = sample_poses("face", q.face_frames, self.seed)
         pca_count = min(len(patches), 1500)
-        delta = np.stack([rgba_to_premultiplied_linear(patches[n]) - neutral_patch
-                          for n in range(pca_count)]).reshape(pca_count, -1)
+        delta = np.stack(
+            [rgba_to_premultiplied_linear(patches[n]) - neutral_patch for n in range(pca_count)]
+        ).reshape(pca_count, -1)
         delta_t = torch.from_numpy(delta)
         _, _, v = torch.svd_lowrank(delta_t, q=q.face_rank + 8, niter=3, M=None)
         basis = v[:, : q.face_rank].T.contiguous()  # (K, h*w*4), orthonormal rows
@@ -536,8 +614,12 @@ class _Run:
         # Face MLP onto the PCA coefficients (all face frames).
         coefficients = []
         for start in range(0, len(patches), 500):
-            chunk = np.stack([rgba_to_premultiplied_linear(p) - neutral_patch
-                              for p in patches[start : start + 500]]).reshape(-1, basis.shape[1])
+            chunk = np.stack(
+                [
+                    rgba_to_premultiplied_linear(p) - neutral_patch
+                    for p in patches[start : start + 500]
+                ]
+            ).reshape(-1, basis.shape[1])
             coefficients.append(torch.from_numpy(chunk) @ basis.T)
         targets = torch.cat(coefficients).to(self.device)
         inputs = torch.from_numpy(poses_face[:, :FACE_INPUTS]).to(self.device)
@@ -554,8 +636,9 @@ class _Run:
         progress.advance(task)
         return net
 
-    def _fit_flow(self, kind: str, indices: tuple[int, int, int]
-                  ) -> tuple[np.ndarray, list[int], tuple[np.ndarray, np.ndarray]]:
+    def _fit_flow(
+        self, kind: str, indices: tuple[int, int, int]
+    ) -> tuple[np.ndarray, list[int], tuple[np.ndarray, np.ndarray]]:
         """Least-squares basis (T, h, w, 2) over its support box from DIS optical flow,
         the box (field pixels) and the data (features (N, T), flows (N, S, S, 2))."""
         frames = self.frames(kind)
@@ -575,11 +658,15 @@ class _Run:
             flow[~near | (np.abs(flow).max(axis=-1) > 80.0)] = 0.0
             flows[n] = cv2.resize(flow, (field, field), interpolation=cv2.INTER_AREA)
         exponents = np.array(monomial_exponents(3, 3), np.float64)
-        features = np.prod(poses[:, list(indices)][:, None, :].astype(np.float64) ** exponents,
-                           axis=-1).astype(np.float32)
+        features = np.prod(
+            poses[:, list(indices)][:, None, :].astype(np.float64) ** exponents, axis=-1
+        ).astype(np.float32)
         gram = features.T @ features + 1e-3 * np.eye(features.shape[1])
-        weights = np.linalg.solve(gram, features.T @ flows.reshape(len(frames), -1)).astype(
-            np.float32).reshape(-1, field, field, 2)
+        weights = (
+            np.linalg.solve(gram, features.T @ flows.reshape(len(frames), -1))
+            .astype(np.float32)
+            .reshape(-1, field, field, 2)
+        )
         predicted = np.abs(np.einsum("nt,thwc->nhwc", features[:200], weights)).max(axis=(0, 3))
         ys, xs = np.nonzero(predicted > 0.2)
         if len(ys) == 0:
@@ -591,8 +678,7 @@ class _Run:
             box = [int(t), int(lft), int(b - t), int(r - lft)]
         t, lft, h, w = box
         self.log(f"{kind} flow: box {box}, max |flow| {np.abs(flows).max():.1f} px")
-        return (np.ascontiguousarray(weights[:, t : t + h, lft : lft + w]), box,
-                (features, flows))
+        return (np.ascontiguousarray(weights[:, t : t + h, lft : lft + w]), box, (features, flows))
 
     def _layer_labels(self, head_w: np.ndarray, box: list[int]) -> tuple[np.ndarray, np.ndarray]:
         """Initial depth layers: cluster the pixels by how far they follow a head turn and a
@@ -605,8 +691,9 @@ class _Run:
             return np.zeros((field, field), np.int64), np.zeros((1, size, size), np.float32)
         # Backward flows: minus sign for how far a pixel moves with head_y (x) and head_x (y).
         follow_xy = -np.stack([head_w[2, ..., 0], head_w[1, ..., 1]], axis=-1)  # (h, w, 2)
-        alpha = cv2.resize(self.rgba[..., 3].astype(np.float32) / 255, (field, field),
-                           interpolation=cv2.INTER_AREA)[t : t + h, lft : lft + w]
+        alpha = cv2.resize(
+            self.rgba[..., 3].astype(np.float32) / 255, (field, field), interpolation=cv2.INTER_AREA
+        )[t : t + h, lft : lft + w]
         opaque = alpha > 0.5
         points = follow_xy[opaque]
         order = np.argsort(points[:, 0])
@@ -628,16 +715,25 @@ class _Run:
         rank[np.argsort(keys)] = np.arange(layers)
         full = np.full((field, field), rank[static], np.int64)
         full[t : t + h, lft : lft + w] = rank[labels]
-        full_image = cv2.resize(full.astype(np.uint8), (size, size),
-                                interpolation=cv2.INTER_NEAREST)
+        full_image = cv2.resize(
+            full.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST
+        )
         logits = np.where(np.arange(layers)[:, None, None] == full_image[None], 8.0, 0.0)
         sizes = np.bincount(full[t : t + h, lft : lft + w][opaque], minlength=layers)
-        self.log(f"layers back to front: {sizes.tolist()} opaque field pixels, following a"
-                 f" head turn by {np.round(np.sort(keys), 1).tolist()} px")
+        self.log(
+            f"layers back to front: {sizes.tolist()} opaque field pixels, following a"
+            f" head turn by {np.round(np.sort(keys), 1).tolist()} px"
+        )
         return full, logits.astype(np.float32)
 
-    def _fit_layers(self, joint_w: np.ndarray, box: list[int], features: np.ndarray,
-                    flows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    def _fit_layers(
+        self,
+        joint_w: np.ndarray,
+        box: list[int],
+        features: np.ndarray,
+        flows: np.ndarray,
+        labels: np.ndarray,
+    ) -> np.ndarray:
         """Per-layer flow bases (L, T, h, w, 2): least squares weighted by which layer each
         output pixel shows (the layer under the source pixel it reads), pulled towards the
         joint fit where a layer is rarely seen."""
@@ -654,8 +750,9 @@ class _Run:
             mx = gx + flows[n, ..., 0] * field / size
             my = gy + flows[n, ..., 1] * field / size
             for k in range(layers):
-                shown[k, n] = cv2.remap(onehot[k], mx, my, cv2.INTER_LINEAR,
-                                        borderMode=cv2.BORDER_REPLICATE)[t : t + h, lft : lft + w]
+                shown[k, n] = cv2.remap(
+                    onehot[k], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+                )[t : t + h, lft : lft + w]
         box_flows = flows[:, t : t + h, lft : lft + w].reshape(count, -1, 2)
         outer = (features[:, :, None] * features[:, None, :]).reshape(count, -1)
         joint = joint_w.reshape(terms, -1, 2).transpose(1, 0, 2)  # (P, T, 2)
@@ -665,8 +762,11 @@ class _Run:
             weight = shown[k].reshape(count, -1)  # (N, P)
             gram = (weight.T @ outer).reshape(-1, terms, terms) + prior * np.eye(terms)
             rhs = np.stack([(weight * box_flows[..., c]).T @ features for c in range(2)], -1)
-            out[k] = np.linalg.solve(gram, rhs + prior * joint).transpose(1, 0, 2).reshape(
-                terms, h, w, 2)
+            out[k] = (
+                np.linalg.solve(gram, rhs + prior * joint)
+                .transpose(1, 0, 2)
+                .reshape(terms, h, w, 2)
+            )
         return out
 
     def train(self, net: StudentNet, progress) -> None:
@@ -683,11 +783,15 @@ class _Run:
         centres = {k: _crop_centres(v) for k, v in sets.items()}
         groups = [
             {"params": [net.head_basis, net.body_basis], "lr": LEARNING_RATES["flow"]},
-            {"params": [net.face_basis, net.residual_basis, net.layer_fill],
-             "lr": LEARNING_RATES["maps"]},
+            {
+                "params": [net.face_basis, net.residual_basis, net.layer_fill],
+                "lr": LEARNING_RATES["maps"],
+            },
             {"params": [net.layer_logits], "lr": LEARNING_RATES["masks"]},
-            {"params": [*net.face_mlp.parameters(), *net.residual_mlp.parameters()],
-             "lr": LEARNING_RATES["mlp"]},
+            {
+                "params": [*net.face_mlp.parameters(), *net.residual_mlp.parameters()],
+                "lr": LEARNING_RATES["mlp"],
+            },
         ]
         base_lrs = [g["lr"] for g in groups]
         optimiser = torch.optim.Adam(groups)
@@ -707,8 +811,7 @@ class _Run:
         start = self.state.setdefault("train_start_s", self.elapsed())
         # A slow teacher (THA3 on a CPU) may spend the whole budget rendering: training then
         # still gets half of the budget.
-        deadline = max(self.budget_s - max(60.0, 0.06 * self.budget_s),
-                       start + 0.5 * self.budget_s)
+        deadline = max(self.budget_s - max(60.0, 0.06 * self.budget_s), start + 0.5 * self.budget_s)
         while step < total:
             by_time = (self.elapsed() - start) / max(deadline - start, 1.0)
             fraction = max(step / total, by_time)
@@ -740,8 +843,9 @@ class _Run:
             loss = loss + F.mse_loss(F.avg_pool2d(output, 8), F.avg_pool2d(target, 8))
             # The face stage alone on expression patches keeps it sharp where crops rarely land.
             index = rng.integers(0, len(face_frames), q.batch)
-            patch = torch.from_numpy(np.stack([rgba_to_premultiplied_linear(face_frames[i])
-                                               for i in index])).to(self.device)
+            patch = torch.from_numpy(
+                np.stack([rgba_to_premultiplied_linear(face_frames[i]) for i in index])
+            ).to(self.device)
             face = neutral_patch[None] + net.face_delta(face_poses[index].to(self.device))
             loss = loss + F.mse_loss(face, patch) + 0.1 * F.l1_loss(face, patch)
             optimiser.zero_grad()
@@ -764,8 +868,10 @@ class _Run:
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 value = state[key]
                 tensors[f"adam.{names[id(parameter)]}.{key}"] = (
-                    value if torch.is_tensor(value) else torch.tensor(value)).reshape(-1) \
-                    if key == "step" else value
+                    (value if torch.is_tensor(value) else torch.tensor(value)).reshape(-1)
+                    if key == "step"
+                    else value
+                )
         _save_tensors(self.checkpoints / "train.safetensors", tensors, torch.float32)
         self.state["step"] = step
         self.save_state()
@@ -790,19 +896,27 @@ def _flow_gray(rgba: np.ndarray) -> np.ndarray:
     return np.clip(rgb @ np.array([0.299, 0.587, 0.114], np.float32), 0, 255).astype(np.uint8)
 
 
-def _crop_centres(frames: np.ndarray, count: int = 64
-                  ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def _crop_centres(
+    frames: np.ndarray, count: int = 64
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Where training crops are centred, from a few frames: pixel positions (ys, xs) with a
     cumulative probability that favours edges (where misregistration costs), with a floor
     over the whole character so flat regions are still seen."""
     out = []
     for n in range(0, len(frames), max(1, len(frames) // count)):
-        small = cv2.resize(np.asarray(frames[n]), (SIZE // 4, SIZE // 4),
-                           interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+        small = (
+            cv2.resize(
+                np.asarray(frames[n]), (SIZE // 4, SIZE // 4), interpolation=cv2.INTER_AREA
+            ).astype(np.float32)
+            / 255.0
+        )
         alpha = small[..., 3]
         luma = (small[..., :3] @ np.array([0.299, 0.587, 0.114], np.float32)) * alpha
-        edges = sum(np.abs(cv2.Sobel(channel, cv2.CV_32F, dx, dy))
-                    for channel in (luma, alpha) for dx, dy in ((1, 0), (0, 1)))
+        edges = sum(
+            np.abs(cv2.Sobel(channel, cv2.CV_32F, dx, dy))
+            for channel in (luma, alpha)
+            for dx, dy in ((1, 0), (0, 1))
+        )
         inside = (alpha > 0) | (edges > 0)
         weight = np.where(inside, edges + 0.25 * edges[inside].mean(), 0.0).ravel()
         order = np.nonzero(weight)[0]
@@ -822,16 +936,19 @@ def _coarser(weights: np.ndarray, box: list[int], size: int) -> tuple[np.ndarray
     top, left = t // factor, lft // factor
     bottom, right = -(-(t + h) // factor), -(-(lft + w) // factor)
     coarse = full.reshape(*weights.shape[:2], size, factor, size, factor, 2).mean(axis=(3, 5))
-    return (np.ascontiguousarray(coarse[:, :, top:bottom, left:right]),
-            [top, left, bottom - top, right - left])
+    return (
+        np.ascontiguousarray(coarse[:, :, top:bottom, left:right]),
+        [top, left, bottom - top, right - left],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Evaluation of the runtime the user gets.
 
 
-def evaluate_student(poser: StudentPoser, poses: np.ndarray, frames: np.ndarray
-                     ) -> dict[str, float]:
+def evaluate_student(
+    poser: StudentPoser, poses: np.ndarray, frames: np.ndarray
+) -> dict[str, float]:
     """Alpha-weighted PSNR (pooled, per-frame mean and min) and SSIM vs teacher frames."""
     squared = total = 0.0
     per_frame, ssims = [], []
@@ -920,11 +1037,24 @@ def distill(
     )
 
     console = Console(stderr=True, quiet=not progress)
-    run = _Run(Path(character), teacher, Path(out_dir), quality, seed, device, max_minutes,
-               log=lambda text: console.print(f"[dim]distill:[/dim] {text}"))
+    run = _Run(
+        Path(character),
+        teacher,
+        Path(out_dir),
+        quality,
+        seed,
+        device,
+        max_minutes,
+        log=lambda text: console.print(f"[dim]distill:[/dim] {text}"),
+    )
     run.load_state(resume)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=console, disable=not progress) as bar:
         if run.state["phase"] == "probe":
             run.probe()
@@ -976,9 +1106,11 @@ def _finish(run: _Run, net: StudentNet, bar) -> DistillReport:
         if ".mlp." in name:
             tensors[name] = value.cpu().numpy().astype(np.float32)
     manifest = StudentManifest(
-        config=config, character_sha256=image_sha256(run.rgba),
+        config=config,
+        character_sha256=image_sha256(run.rgba),
         character_image=_relative_or_absolute(run.character_path, run.out_dir),
-        teacher=run.teacher_spec, seed=run.seed,
+        teacher=run.teacher_spec,
+        seed=run.seed,
     )
     poser = StudentPoser(tensors, manifest)
     poser.load(run.rgba)
@@ -987,8 +1119,9 @@ def _finish(run: _Run, net: StudentNet, bar) -> DistillReport:
     metrics = evaluate_student(poser, poses, frames)
     bar.advance(task)
     untrained = StudentNet(config)
-    untrained_poser = StudentPoser({k: v.numpy() for k, v in untrained.export_tensors().items()},
-                                   manifest)
+    untrained_poser = StudentPoser(
+        {k: v.numpy() for k, v in untrained.export_tensors().items()}, manifest
+    )
     untrained_poser.load(run.rgba)
     baseline = evaluate_student(untrained_poser, poses, frames)
     bar.advance(task)
@@ -996,22 +1129,34 @@ def _finish(run: _Run, net: StudentNet, bar) -> DistillReport:
     bar.advance(task)
     weights_bytes = len(save(tensors))
     report = DistillReport(
-        out_dir=run.out_dir, teacher=run.teacher_spec, quality=run.quality_name, seed=run.seed,
-        psnr_db=metrics["psnr_db"], psnr_frame_mean_db=metrics["psnr_frame_mean_db"],
-        psnr_frame_min_db=metrics["psnr_frame_min_db"], ssim=metrics["ssim"],
-        untrained_psnr_db=baseline["psnr_db"], fps=fps,
-        gflop_per_frame=flops_per_frame(config) / 1e9, heldout_frames=q.heldout_frames,
-        train_minutes=run.elapsed() / 60.0, face_box=tuple(config.face_box),
+        out_dir=run.out_dir,
+        teacher=run.teacher_spec,
+        quality=run.quality_name,
+        seed=run.seed,
+        psnr_db=metrics["psnr_db"],
+        psnr_frame_mean_db=metrics["psnr_frame_mean_db"],
+        psnr_frame_min_db=metrics["psnr_frame_min_db"],
+        ssim=metrics["ssim"],
+        untrained_psnr_db=baseline["psnr_db"],
+        fps=fps,
+        gflop_per_frame=flops_per_frame(config) / 1e9,
+        heldout_frames=q.heldout_frames,
+        train_minutes=run.elapsed() / 60.0,
+        face_box=tuple(config.face_box),
         weights_bytes=weights_bytes,
-        extra={"train_steps": int(run.state.get("step", 0)),
-               "neutral_psnr_db": run.state.get("neutral_psnr_db"),
-               "torch_threads": torch.get_num_threads()},
+        extra={
+            "train_steps": int(run.state.get("step", 0)),
+            "neutral_psnr_db": run.state.get("neutral_psnr_db"),
+            "torch_threads": torch.get_num_threads(),
+        },
     )
     metrics_out = report.to_dict()
     metrics_out.pop("out_dir")
     manifest.metrics = metrics_out
-    manifest.extra = {"metric": "alpha-weighted PSNR over premultiplied linear RGBA on [0,1];"
-                                " see puppet.distill.alpha_weighted_psnr"}
+    manifest.extra = {
+        "metric": "alpha-weighted PSNR over premultiplied linear RGBA on [0,1];"
+        " see puppet.training.distill.alpha_weighted_psnr"
+    }
     atomic_write_bytes(run.out_dir / WEIGHTS_FILE, save(tensors))
     atomic_write_bytes(run.out_dir / MANIFEST_FILE, manifest.to_json().encode())
     run.state["phase"] = "done"

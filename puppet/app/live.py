@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 
-from puppet.capture import FrameSource, parse_source
+from poser_models.registry import Poser, create_poser
+from puppet.app.timing import RateMeter, StageStats, StageTimer
+from puppet.capture.sources import FrameSource, parse_source
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo, LiveControls
 from puppet.outputs.factory import open_output, open_outputs
+from puppet.paths import DEFAULT_STUDENT_DIR, models_dir
 from puppet.pose import PoseVector
-from puppet.posers import Poser, create_poser
-from puppet.timing import RateMeter, StageStats, StageTimer
-from puppet.track_io import PoseTrackWriter, read_track
+from puppet.pose_track import PoseTrackWriter, read_track
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,10 @@ def is_track(source: str | Path) -> bool:
 
 
 def load_poser(spec: str, character: Path | None, device: str) -> Poser:
-    return create_poser(spec, character, device)
+    """The poser for ``spec`` ("default" is the bundled student), loaded with ``character``."""
+    return create_poser(
+        spec, character, device, default_student=DEFAULT_STUDENT_DIR, models_dir=models_dir()
+    )
 
 
 class FaceToPose:
@@ -94,14 +98,14 @@ class FaceToPose:
         idle_when_tracking: bool,
         timer: StageTimer,
     ) -> None:
-        from puppet.calibration import load_profile
-        from puppet.mapping import PoseMapper
-        from puppet.tracking import FaceTracker, TrackerOptions
+        from puppet.mapping.calibration import load_profile
+        from puppet.mapping.pose_mapper import PoseMapper
+        from puppet.tracking.tracker import FaceTracker, TrackerOptions
 
         loaded_profile = load_profile(profile) if profile else None
         lip = None
         if lipsync:
-            from puppet.lipsync import LipSync
+            from puppet.mapping.lipsync import LipSync
 
             lip = LipSync(lipsync)
             if lip.is_mic:
@@ -137,7 +141,7 @@ class FaceToPose:
             self.mapper.toggle_idle()
         elif action == "toggle_mirror":
             self.tracker.close()
-            from puppet.tracking import FaceTracker, TrackerOptions
+            from puppet.tracking.tracker import FaceTracker, TrackerOptions
 
             self.options = TrackerOptions(mode=self.options.mode, mirror=not self.options.mirror)
             self.tracker = FaceTracker(self.options)

@@ -1,0 +1,1 @@
+"""The application: the live loop and offline rendering (live), demo, bench and doctor."""

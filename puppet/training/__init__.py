@@ -1,0 +1,1 @@
+"""Distillation: training a per-character student poser from a slow teacher."""
