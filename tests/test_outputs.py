@@ -126,7 +126,7 @@ def test_png_directory_straight_alpha(tmp_path: Path) -> None:
     out.send(soft)
     for i in range(1, 4):
         out.send(disc_frame(i))
-    assert not target.exists()  # still in .frames.partial/
+    assert not target.exists()  # still in its temporary .frames.XXXX.tmp/
     out.close()
     out.close()
     assert sorted(p.name for p in target.iterdir()) == [f"{i:06d}.png" for i in range(4)]
@@ -163,7 +163,7 @@ def test_exception_mid_write_leaves_no_file(tmp_path: Path) -> None:
     for i in range(40):  # enough for x264 to emit packets past its lookahead
         out.send(disc_frame(i % N))
     assert not (tmp_path / "crash.mp4").exists()
-    assert (tmp_path / ".crash.partial.mp4").exists()
+    assert len(list(tmp_path.glob(".crash.mp4.*.tmp"))) == 1  # its own unique temporary
     out.abort()
     assert list(tmp_path.iterdir()) == []
 
@@ -416,7 +416,8 @@ def test_output_set_drops_a_failing_output_once(tmp_path: Path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         for i in range(N):
             if i == 5:
-                shutil.rmtree(tmp_path / ".frames.partial")
+                (temporary,) = tmp_path.glob(".frames.*.tmp")
+                shutil.rmtree(temporary)
             outputs.send(disc_frame(i))
     outputs.close()
     outputs.close()

@@ -26,11 +26,17 @@ edge pixels (the video is then 1 px larger than the frames). The other formats k
 Timing: frame ``i`` has the timestamp ``i / fps`` exactly (a rational time base), so N frames
 give a video of N frames at ``fps``.
 
-Atomic writes: a video is encoded into ``.NAME.partial.EXT`` in the target's directory and moved
-onto ``NAME.EXT`` with ``os.replace`` by ``close()``; a PNG sequence is written into
-``.NAME.partial/`` and renamed onto ``NAME/`` by ``close()``. A crash (or ``abort()``, or an
-exception inside ``with``) leaves nothing under the final name. An existing video file is
-replaced; an existing PNG directory is replaced only when it holds nothing but numbered PNGs.
+Atomic writes (``puppet.atomic``'s rule): a video is encoded into a uniquely named temporary
+``.NAME.EXT.XXXXXXXX.tmp`` in the target's folder and moved onto ``NAME.EXT`` with
+``os.replace`` by ``close()`` after an fsync; a PNG sequence is written into a temporary folder
+``.NAME.XXXXXXXX.tmp/`` and renamed onto ``NAME/``. A crash (or ``abort()``, or an exception
+inside ``with``) leaves nothing under the final name, and two writers of one target never share
+a temporary (the last to finish wins, complete). An existing video file is replaced; an existing
+PNG directory is replaced only when it holds nothing but numbered PNGs. ``keep_partial()``
+(`render` stopped by Ctrl+C) finishes what was written as a valid ``NAME.partial.EXT`` (or
+``NAME.partial/``) and leaves ``NAME.EXT`` as it was. A target already being written by this
+process, or one of the run's inputs (``audio_from``), is refused. Write errors (disk full,
+read-only folder, permissions) raise one PuppetError naming the path and the fix.
 
 Audio: with ``audio_from=DRIVER_VIDEO`` the first audio stream of that file is copied into the
 video (``.mp4``/``.mov``/``.webm``): remuxed when the container accepts its codec, otherwise
@@ -52,7 +58,20 @@ from pathlib import Path
 
 import numpy as np
 
-from puppet.atomic import FinishOrAbort
+from puppet.atomic import (
+    TEMP_SUFFIX,
+    FinishOrAbort,
+    check_folder,
+    check_not_input,
+    claim,
+    fsync_file,
+    fsync_folder,
+    os_error,
+    partial_path,
+    publish,
+    temp_dir,
+    temp_file,
+)
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.compose import (
@@ -111,10 +130,6 @@ def fps_fraction(fps: float) -> Fraction:
     if abs(ntsc * 1000 / 1001 - fps) < 1e-4:
         return Fraction(ntsc * 1000, 1001)
     return Fraction(fps).limit_denominator(1000)
-
-
-def _partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
 
 
 def quantize_for_gif(rgba: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -291,12 +306,12 @@ class VideoFileOutput(FinishOrAbort):
             raise PuppetError(
                 f"Audio source {self._audio_from} does not exist.", "Give the driver video's path."
             )
-        if not self.path.parent.is_dir():
-            raise PuppetError(
-                f"Cannot write {self.path}: the folder {self.path.parent} does not exist.",
-                "Create it first or choose another path.",
-            )
-        self._partial = _partial_path(self.path)
+        if self.path.is_dir():
+            raise PuppetError(f"{self.path} is a folder.", "Give a video file name.")
+        check_folder(self.path)
+        check_not_input(self.path, [self._audio_from])
+        self._release = claim(self.path)
+        self._partial: Path | None = None  # the temporary, created with the first frame
         self._container = None
         self._stream = None
         self._audio: _AudioCopy | None = None
@@ -315,15 +330,15 @@ class VideoFileOutput(FinishOrAbort):
         if self._pix_fmt == "yuv420p":
             enc_w += width % 2
             enc_h += height % 2
+        self._partial = temp_file(self.path)
         try:
             container = av.open(
                 str(self._partial), mode="w", format=fmt.container,
                 options={"movflags": "+faststart"} if fmt.container == "mp4" else None,
             )  # fmt: skip
         except (av.FFmpegError, OSError) as error:
-            raise PuppetError(
-                f"Cannot write {self.path}: {error}.", "Check the folder is writable."
-            ) from error
+            self._partial.unlink(missing_ok=True)
+            raise self._error(error) from None
         self._container = container
         try:
             stream = container.add_stream(fmt.codec, rate=self._rate)
@@ -389,19 +404,27 @@ class VideoFileOutput(FinishOrAbort):
             self.frames_written += 1
             if self._audio is not None:
                 self._audio.advance(self.frames_written / self._rate)
-        except OSError as error:
-            raise PuppetError(
-                f"Writing {self.path} failed: {error}.", "Check free disk space."
-            ) from error
+        except Exception as error:  # noqa: BLE001 - av.FFmpegError or OSError: one line
+            raise self._error(error) from None
 
-    def close(self) -> None:
-        """Finish the file and move it onto its final name (idempotent)."""
+    def _error(self, error: Exception) -> PuppetError:
+        if isinstance(error, PuppetError):
+            return error
+        if isinstance(error, OSError) and error.errno:
+            return os_error(error, self.path)
+        return PuppetError(
+            f"Cannot write {self.path}: {error}.", "Check free disk space and the folder."
+        )
+
+    def _finish(self, target: Path) -> bool:
+        """Flush the encoder, close the container and move the file onto ``target``; False
+        when no frame was sent (nothing is written)."""
         if self._closed:
-            return
+            return False
         self._closed = True
         if self._container is None:
-            log.warning("no frames were sent to %s; nothing written", self.path)
-            return
+            self._release()
+            return False
         try:
             self._container.mux(self._stream.encode(None))
             if self._audio is not None:
@@ -409,15 +432,40 @@ class VideoFileOutput(FinishOrAbort):
                 self._audio = None
             self._container.close()
             self._container = None
-            os.replace(self._partial, self.path)
+            assert self._partial is not None
+            fsync_file(self._partial)
+            publish(self._partial, target)
+            self._partial = None
+        except Exception as error:  # noqa: BLE001 - one line, the temporary removed
+            self._discard()
+            raise self._error(error) from None
         except BaseException:
             self._discard()
             raise
+        finally:
+            self._release()
+        return True
+
+    def close(self) -> None:
+        """Finish the file and move it onto its final name (idempotent)."""
+        if self._container is None and not self._closed:
+            log.warning("no frames were sent to %s; nothing written", self.path)
+        self._finish(self.path)
+
+    def keep_partial(self) -> Path | None:
+        """Finish the frames written so far as a valid ``NAME.partial.EXT``; ``NAME.EXT``
+        keeps what it had. None when no frame was written."""
+        target = partial_path(self.path)
+        if not self._finish(target):
+            return None
+        log.warning("interrupted: kept the %d frames written as %s", self.frames_written, target)
+        return target
 
     def abort(self) -> None:
         """Stop without keeping anything: the partial file is deleted (idempotent)."""
         self._closed = True
         self._discard()
+        self._release()
 
     def _discard(self) -> None:
         if self._audio is not None:
@@ -429,7 +477,9 @@ class VideoFileOutput(FinishOrAbort):
             except Exception:  # noqa: BLE001 - the file is being thrown away anyway
                 pass
             self._container = None
-        self._partial.unlink(missing_ok=True)
+        if self._partial is not None:
+            self._partial.unlink(missing_ok=True)
+            self._partial = None
 
 
 _PNG_NAME = re.compile(r"^\d{6,}\.png$")
@@ -438,10 +488,10 @@ _PNG_NAME = re.compile(r"^\d{6,}\.png$")
 class PngDirectoryOutput(FinishOrAbort):
     """Frames as ``000000.png, 000001.png, ...`` (straight RGBA, 8 bit) in a directory.
 
-    Written into ``.NAME.partial/`` next to the target and renamed onto ``NAME/`` by
-    ``close()``. An existing target is replaced only when it holds nothing but numbered PNGs
-    (a previous render); anything else raises PuppetError rather than delete a user's files.
-    PNG compression level 1: fast, still lossless.
+    Written into a unique temporary folder next to the target and renamed onto ``NAME/`` by
+    ``close()`` (after an fsync of every frame). An existing target is replaced only when it
+    holds nothing but numbered PNGs (a previous render); anything else raises PuppetError
+    rather than delete a user's files. PNG compression level 1: fast, still lossless.
     """
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -451,26 +501,14 @@ class PngDirectoryOutput(FinishOrAbort):
                 f"Cannot write PNG frames into {directory!r}.", "Name a new directory, e.g. out/."
             )
         self.name = f"{self.path}/"
-        if not self.path.parent.is_dir():
-            raise PuppetError(
-                f"Cannot write {self.name}: the folder {self.path.parent} does not exist.",
-                "Create it first or choose another path.",
-            )
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise PuppetError(
-                    f"{self.path} exists and is not a directory.", "Choose another output path."
-                )
-            foreign = [p.name for p in self.path.iterdir() if not _PNG_NAME.match(p.name)]
-            if foreign:
-                raise PuppetError(
-                    f"{self.name} already holds other files ({', '.join(sorted(foreign)[:3])}).",
-                    "Choose a new or empty directory.",
-                )
-        self._partial = self.path.with_name(f".{self.path.name}.partial")
-        if self._partial.exists():  # left by a crash
-            shutil.rmtree(self._partial)
-        self._partial.mkdir()
+        check_folder(self.path)
+        _check_replaceable(self.path)
+        self._release = claim(self.path)
+        try:
+            self._partial: Path | None = temp_dir(self.path)
+        except BaseException:
+            self._release()
+            raise
         self._size: tuple[int, int] | None = None
         self.frames_written = 0
         self._closed = False
@@ -479,32 +517,87 @@ class PngDirectoryOutput(FinishOrAbort):
         """Write one straight-RGBA frame as the next numbered PNG."""
         import cv2
 
-        if self._closed:
+        if self._closed or self._partial is None:
             raise RuntimeError(f"{self.name} is closed")
         check_frame(frame, self._size)
         self._size = (frame.shape[1], frame.shape[0])
-        target = self._partial / f"{self.frames_written:06d}.png"
-        ok = cv2.imwrite(
-            str(target), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1]
+        ok, buffer = cv2.imencode(
+            ".png", cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA), [cv2.IMWRITE_PNG_COMPRESSION, 1]
         )
         if not ok:
-            raise PuppetError(f"Writing {target} failed.", "Check free disk space.")
+            raise PuppetError(f"Encoding frame {self.frames_written} as PNG failed.")
+        target = self._partial / f"{self.frames_written:06d}.png"
+        try:
+            # Python's own write: a full disk or a read-only folder gives a real OSError.
+            with open(target, "wb") as handle:
+                handle.write(buffer.tobytes())
+        except OSError as error:
+            raise os_error(error, self.name) from None
         self.frames_written += 1
+
+    def _finish(self, target: Path) -> bool:
+        if self._closed or self._partial is None:
+            return False
+        self._closed = True
+        partial, self._partial = self._partial, None
+        old = None
+        try:
+            for child in partial.iterdir():
+                fsync_file(child)
+            fsync_folder(partial)
+            if target.exists():
+                _check_replaceable(target)
+                old = target.with_name(f".{target.name}.old-{os.getpid()}{TEMP_SUFFIX}")
+                os.replace(target, old)
+            publish(partial, target)
+        except OSError as error:
+            shutil.rmtree(partial, ignore_errors=True)
+            if old is not None and not target.exists():
+                os.replace(old, target)  # put the previous render back
+                old = None
+            raise os_error(error, target) from None
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        finally:
+            self._release()
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        return True
 
     def close(self) -> None:
         """Rename the finished directory onto its final name (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        old = None
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
-        os.replace(self._partial, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        self._finish(self.path)
+
+    def keep_partial(self) -> Path | None:
+        """Keep the frames written so far as ``NAME.partial/``; ``NAME/`` keeps what it had."""
+        target = partial_path(self.path)
+        if not self._finish(target):
+            return None
+        log.warning("interrupted: kept the %d frames written in %s/", self.frames_written, target)
+        return target
 
     def abort(self) -> None:
         """Stop and delete the frames written so far (idempotent)."""
         self._closed = True
-        shutil.rmtree(self._partial, ignore_errors=True)
+        if self._partial is not None:
+            shutil.rmtree(self._partial, ignore_errors=True)
+            self._partial = None
+        self._release()
+
+
+def _check_replaceable(path: Path) -> None:
+    """An existing PNG target may be replaced only when it is a previous render."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise PuppetError(f"{path} exists and is not a directory.", "Choose another output path.")
+    try:
+        foreign = [p.name for p in path.iterdir() if not _PNG_NAME.match(p.name)]
+    except OSError as error:
+        raise os_error(error, path, "read") from None
+    if foreign:
+        raise PuppetError(
+            f"{path}/ already holds other files ({', '.join(sorted(foreign)[:3])}).",
+            "Choose a new or empty directory.",
+        )
