@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from puppet.errors import PuppetError
@@ -59,7 +60,7 @@ def main(
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -395,8 +396,8 @@ def doctor():
     table.add_column("detail")
     for check in checks:
         mark = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: "[dim]-[/]"}[check.ok]
-        detail = check.detail + (
-            f"\n[yellow]fix:[/] {check.fix}" if check.fix and not check.ok else ""
+        detail = escape(check.detail) + (
+            f"\n[yellow]fix:[/] {escape(check.fix)}" if check.fix and not check.ok else ""
         )
         table.add_row(check.name, mark, detail)
     console.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ def load_app():
     """The typer app. The wheel ships the repository's ``cli.py`` as ``puppet/cli.py`` (so no
     generic top-level ``cli`` module is installed); a source checkout keeps it at the root."""
     try:
-        from puppet import cli  # type: ignore[attr-defined]
+        cli = importlib.import_module("puppet.cli")
     except ModuleNotFoundError as error:
         if error.name != "puppet.cli":
             raise
