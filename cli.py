@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +23,28 @@ from puppet.errors import PuppetError
 os.environ.setdefault("GLOG_minloglevel", "2")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The typer app, with the last line of defence: an exception no command turned into a
+    PuppetError is still one line (the traceback only with --verbose), never a traceback."""
+
+    def __call__(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN204
+        try:
+            return super().__call__(*args, **kwargs)
+        except KeyboardInterrupt:  # outside a command (while importing, parsing)
+            err_console.print("stopped")
+            sys.exit(130)
+        except OSError as error:
+            from puppet.atomic import os_error
+
+            _print_error(str(os_error(error, None, "use")))
+            sys.exit(2)
+        except Exception as error:  # noqa: BLE001 - the CLI never shows a traceback
+            _print_unexpected(error)
+            sys.exit(1)
+
+
+app = _App(
     help="puppet: animate an anime character from your webcam, in real time.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -32,6 +56,27 @@ app.add_typer(models_app, name="models")
 app.add_typer(character_app, name="character")
 console = Console()
 err_console = Console(stderr=True)
+_verbose = False
+
+
+def _as_ctrl_c(signum: int, frame) -> None:  # noqa: ANN001
+    """SIGTERM and SIGHUP (``kill``, a closed terminal) end a session as Ctrl+C does: the
+    current SIGINT handler runs (the live loop's clean stop, or KeyboardInterrupt)."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:  # SIGINT ignored (a background job): still stop
+        raise KeyboardInterrupt
+
+
+def _install_signal_handlers() -> None:
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _as_ctrl_c)
+    if hasattr(signal, "SIGXFSZ"):
+        # Past a file-size limit (ulimit -f) a write then fails with EFBIG, reported as one
+        # line with the file's name, instead of the process being killed without a word.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _print_version(value: bool) -> None:
@@ -52,6 +97,9 @@ def main(
         ),
     ] = False,
 ):
+    global _verbose
+    _verbose = verbose
+    _install_signal_handlers()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -59,13 +107,29 @@ def main(
     )
 
 
-def fail(message: str) -> None:
+def _print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def _print_unexpected(error: BaseException) -> None:
+    if _verbose:
+        err_console.print_exception()
+    text = " ".join(str(error).split()) or "(no message)"
+    _print_error(
+        f"unexpected {type(error).__name__}: {text}. This is a bug in puppet: please report it "
+        "with the command you ran (add --verbose for the details)."
+    )
+
+
+def fail(message: str) -> None:
+    _print_error(message)
     raise typer.Exit(2)
 
 
 def run(call):
-    """Run a library call; user errors become one line and exit code 2."""
+    """Run a library call; user errors (and every OSError) become one line and exit code 2."""
+    from puppet.atomic import os_error
+
     try:
         return call()
     except PuppetError as error:
@@ -73,6 +137,72 @@ def run(call):
     except KeyboardInterrupt:
         err_console.print("stopped")
         raise typer.Exit(130) from None
+    except OSError as error:
+        fail(str(os_error(error, None, "use")))
+    except MemoryError:
+        fail("Out of memory. Close other programs, or use a smaller input.")
+    except Exception as error:  # noqa: BLE001 - one line, never a traceback
+        _print_unexpected(error)
+        raise typer.Exit(1) from None
+
+
+def check_number(
+    option: str,
+    value: float | None,
+    low: float = 0.0,
+    high: float = math.inf,
+) -> None:
+    """A finite number in (low, high] (``--seconds nan`` is refused, not "no limit")."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value <= low or value > high:
+        limit = f" and at most {high:g}" if math.isfinite(high) else ""
+        fail(f"{option} must be a finite number above {low:g}{limit}, got {value!r}.")
+
+
+def check_port(port: int | None) -> None:
+    if port is not None and not 1 <= port <= 65535:
+        fail(f"--port must be from 1 to 65535, got {port}. Use e.g. --port 8787.")
+
+
+_NOT_FILES = ("vcam", "window", "browser")
+
+
+def _file_outputs(specs: list[str]) -> list[Path]:
+    paths = []
+    for spec in specs:
+        text = spec.strip()
+        if text.partition(":")[0] in _NOT_FILES:
+            continue
+        paths.append(Path(text.rstrip("/" + os.sep) or text))
+    return paths
+
+
+def check_outputs(outputs: list[Path], inputs: list[str | Path | None]) -> None:
+    """No output named twice, and no output that is one of the run's inputs."""
+    from puppet.atomic import check_not_input, same_file
+
+    for index, path in enumerate(outputs):
+        for earlier in outputs[:index]:
+            if same_file(path, earlier):
+                fail(f"{path} is named twice as an output. Give each output its own file name.")
+        run(lambda path=path: check_not_input(path, inputs))
+
+
+def _input_path(text: str | Path | None) -> Path | None:
+    """A source/driver given as a file (not a camera index or "mic")."""
+    if text is None:
+        return None
+    value = str(text)
+    if value.strip().isdigit() or value == "mic":
+        return None
+    return Path(value)
+
+
+def _profile_path(profile: str | None) -> Path | None:
+    if profile is None or not (profile.endswith(".toml") or os.sep in profile):
+        return None
+    return Path(profile)
 
 
 def progress_bar(description: str):
@@ -186,6 +316,15 @@ def live(
     from puppet.app.live import LiveConfig, run_live
 
     _check_tracker(tracker)
+    check_number("--seconds", seconds)
+    check_number("--fps", fps, 0.0, 240.0)
+    if frames is not None and frames < 1:
+        fail(f"--frames must be at least 1, got {frames}.")
+    check_port(port)
+    check_outputs(
+        _file_outputs(output or []) + ([record] if record is not None else []),
+        [_input_path(source), character, _input_path(lipsync), _profile_path(profile)],
+    )
     config = LiveConfig(
         source=source,
         poser=poser,
@@ -219,6 +358,7 @@ def demo(
     """The embedded default: bundled character + poser + driving track, into every output."""
     from puppet.app.demo import run_demo
 
+    check_number("--seconds", seconds)
     report = run(lambda: run_demo(output, seconds=seconds))
     err_console.print(report.summary())
     console.print(f"wrote {output}")
@@ -241,6 +381,7 @@ def render(
     from puppet.app.live import render as render_file
 
     _check_tracker(tracker)
+    check_outputs(_file_outputs([output]), [driver, character, _profile_path(profile)])
     config = RenderConfig(
         driver=driver,
         output=output,
@@ -271,6 +412,7 @@ def track(
     from puppet.app.live import track_video
 
     _check_tracker(tracker)
+    check_outputs([track_file], [video, _profile_path(profile)])
     update, bar = progress_bar("tracking")
     with bar:
         report = run(
@@ -295,6 +437,7 @@ def calibrate(
     from puppet.mapping.calibration import calibrate as run_calibration
 
     _check_tracker(tracker)
+    check_number("--seconds", seconds, 0.0, 600.0)
     steps = ("neutral",) if quick else None
     result = run(
         lambda: run_calibration(
@@ -326,6 +469,8 @@ def distill(
     """Train a fast CPU student poser for a character from a teacher poser."""
     from puppet.training.distill import distill as run_distill
 
+    check_number("--max-minutes", max_minutes)
+    check_outputs([out], [character])
     report = run(
         lambda: run_distill(
             character,
@@ -361,6 +506,7 @@ def bench(
     from puppet.app.bench import run_bench
 
     _check_tracker(tracker)
+    check_number("--seconds", seconds, 0.0, 3600.0)
     report = run(
         lambda: run_bench(
             poser, seconds=seconds, character=character, tracker=tracker, device=device
@@ -497,6 +643,7 @@ def character_check(
     from puppet.character import check_character
 
     out = out or image.with_name(image.stem + "_check.png")
+    check_outputs([out], [image])
     report = run(lambda: check_character(image, out))
     width, height = report.original_size
     console.print(
