@@ -43,13 +43,13 @@ def test_live_from_track_into_several_outputs_with_one_failing(tmp_path):
     track = _track(tmp_path / "t.jsonl", frames=12)
     frames_dir = tmp_path / "frames"
     mp4 = tmp_path / "live.mp4"
-    partial = tmp_path / ".frames.partial"
     seen = []
 
     def break_png_output(image, info):
         seen.append(info.index)
         if info.index == 3:  # the disk "disappears" under the PNG output mid-run
-            shutil.rmtree(partial)
+            for partial in tmp_path.glob(".frames.*"):
+                shutil.rmtree(partial)
 
     report = run_live(
         LiveConfig(source=str(track), poser=POSER, outputs=[str(mp4), f"{frames_dir}/"]),

@@ -62,3 +62,27 @@ class RateMeter:
             return 0.0
         span = self._times[-1] - self._times[0]
         return (len(self._times) - 1) / span if span > 0 else 0.0
+
+
+class LatencyMeter:
+    """Capture-to-output latencies (ms) over the last ``window`` frames: p50/p95 for the HUD,
+    the end-of-run line and ``puppet bench``. Thread-safe enough for one writer (a deque append
+    is atomic; readers copy it)."""
+
+    def __init__(self, window: int = 10_000) -> None:
+        self._samples: deque[float] = deque(maxlen=window)
+        self.count = 0
+
+    def add(self, ms: float) -> None:
+        self._samples.append(ms)
+        self.count += 1
+
+    def percentiles(self, recent: int | None = None) -> tuple[float, float] | None:
+        """(p50, p95) over all samples kept, or over the ``recent`` last; None before any."""
+        samples = list(self._samples)
+        if recent is not None:
+            samples = samples[-recent:]
+        if not samples:
+            return None
+        p50, p95 = np.percentile(np.asarray(samples, np.float64), (50, 95))
+        return float(p50), float(p95)

@@ -1,7 +1,10 @@
 """Frame sources for the live loop: a camera or a video file, read on their own thread.
 
 The reader thread keeps only the newest frame (no queue growth): when the loop is slower than
-the camera, old frames are dropped, so latency stays one frame deep.
+the camera, old frames are dropped, so latency stays one frame deep. Every frame carries the
+``time.perf_counter()`` at which it was captured, so the loop can measure capture-to-output
+latency; ``SyntheticCamera`` is a camera stand-in at an exact frame rate for ``puppet bench``
+and the tests.
 """
 
 from __future__ import annotations
@@ -9,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -27,6 +31,26 @@ class CapturedFrame:
     image: np.ndarray  # BGR uint8 (H, W, 3)
     index: int  # frame number from the source (counts dropped frames too)
     timestamp: float  # seconds: video time for files, monotonic time for cameras
+    # time.perf_counter() when the frame was captured (cameras: when the driver handed it
+    # over; files: when it was due at the file's own rate).
+    captured_at: float = field(default_factory=time.perf_counter)
+
+
+class LiveSource(Protocol):
+    """What the live loop reads frames from (``FrameSource``, ``SyntheticCamera``)."""
+
+    is_file: bool
+    fps: float
+    connected: bool
+
+    def start(self) -> None: ...
+
+    def read(self, timeout: float = 1.0) -> CapturedFrame | None: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 def parse_source(text: str) -> int | Path:
@@ -74,6 +98,11 @@ class FrameSource:
     Files are read at their own frame rate when ``realtime`` (like a camera), or as fast as
     the consumer takes them otherwise (then no frame is dropped). A camera that disappears is
     reopened every ``reconnect_s`` seconds; ``connected`` tells the loop so it can idle.
+
+    ``start=False`` opens the source (so a bad file fails early) but reads nothing until
+    ``start()``: the live loop starts it once the poser and tracker are loaded, so a video file
+    plays from its first frame, like a camera just switched on. ``loop=True`` replays a file
+    from the start when it ends (demos, soak runs); timestamps keep increasing.
     """
 
     def __init__(
@@ -84,10 +113,13 @@ class FrameSource:
         reconnect_s: float = 1.0,
         width: int | None = None,
         height: int | None = None,
+        start: bool = True,
+        loop: bool = False,
     ) -> None:
         self.source = source
         self.is_file = not isinstance(source, int)
         self.realtime = realtime
+        self.loop = loop and self.is_file
         self.reconnect_s = reconnect_s
         self._capture = open_video_capture(source)
         if width and height and not self.is_file:
@@ -104,7 +136,15 @@ class FrameSource:
         self.connected = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="puppet-capture", daemon=True)
-        self._thread.start()
+        self._started = False
+        if start:
+            self.start()
+
+    def start(self) -> None:
+        """Start reading (idempotent); a file's clock starts now."""
+        if not self._started:
+            self._started = True
+            self._thread.start()
 
     # -- reader thread -------------------------------------------------------------------
     def _run(self) -> None:
@@ -123,6 +163,8 @@ class FrameSource:
                     ):
                         self._lock.wait(0.05)
             ok, image = self._capture.read()
+            if (not ok or image is None) and self.loop and index > 0:
+                ok, image = self._rewind()
             if not ok or image is None:
                 if self.is_file:
                     break
@@ -135,12 +177,19 @@ class FrameSource:
                 if delay > 0:
                     self._stop.wait(delay)
             with self._lock:
-                self._latest = CapturedFrame(image, index, stamp)
+                self._latest = CapturedFrame(image, index, stamp, time.perf_counter())
                 self._lock.notify_all()
             index += 1
         with self._lock:
             self._finished = True
             self._lock.notify_all()
+
+    def _rewind(self) -> tuple[bool, np.ndarray | None]:
+        """The first frame again (``loop``): seek, or reopen where the container cannot seek."""
+        if not self._capture.set(cv2.CAP_PROP_POS_FRAMES, 0):
+            self._capture.release()
+            self._capture = cv2.VideoCapture(str(self.source))
+        return self._capture.read()
 
     def _try_reconnect(self) -> None:
         self._capture.release()
@@ -183,10 +232,105 @@ class FrameSource:
         self._stop.set()
         with self._lock:
             self._lock.notify_all()
-        self._thread.join(timeout=2.0)
+        if self._started:
+            self._thread.join(timeout=2.0)
         self._capture.release()
 
     def __enter__(self) -> FrameSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyntheticCamera:
+    """A camera stand-in that delivers ``image`` (BGR) at exactly ``fps``, each frame stamped
+    with its capture time, for the latency benchmark and the tests.
+
+    Each frame is a fresh copy shifted by up to 2 pixels (a slow sway), as a real camera hands
+    over a new buffer showing a face that is never perfectly still. ``stall_after`` frames in,
+    the camera stops delivering for ``stall_s`` seconds (still "connected"), as a USB camera
+    that hiccups does. Frames are produced on a thread, newest only, like ``FrameSource``.
+    """
+
+    is_file = False
+
+    def __init__(
+        self,
+        image: np.ndarray,
+        fps: float = 30.0,
+        *,
+        stall_after: int | None = None,
+        stall_s: float = 0.0,
+    ) -> None:
+        if not fps > 0:
+            raise PuppetError(f"Synthetic camera rate {fps} is not positive.", "Use e.g. 30.")
+        self.fps = float(fps)
+        self.connected = True
+        self.frames_made = 0
+        self._image = np.ascontiguousarray(image)
+        self._stall_after = stall_after
+        self._stall_s = stall_s
+        self._lock = threading.Condition()
+        self._latest: CapturedFrame | None = None
+        self._taken_index = -1
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="puppet-synthetic", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+
+    def _run(self) -> None:
+        period = 1.0 / self.fps
+        start = time.perf_counter()
+        index = 0
+        while not self._stop.is_set():
+            due = start + index * period
+            delay = due - time.perf_counter()
+            if delay > 0 and self._stop.wait(delay):
+                break
+            if self._stall_after is not None and index == self._stall_after and self._stall_s:
+                if self._stop.wait(self._stall_s):
+                    break
+                start += self._stall_s  # then carry on at the same rate
+            shift = int(round(2 * np.sin(index * 0.2)))
+            image = np.roll(self._image, shift, axis=1)
+            captured = CapturedFrame(image, index, index * period, time.perf_counter())
+            with self._lock:
+                self._latest = captured
+                self._lock.notify_all()
+            self.frames_made += 1
+            index += 1
+
+    def read(self, timeout: float = 1.0) -> CapturedFrame | None:
+        """The newest frame not yet returned; None on timeout."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                latest = self._latest
+                if latest is not None and latest.index > self._taken_index:
+                    self._taken_index = latest.index
+                    return latest
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._lock.wait(remaining)
+
+    @property
+    def finished(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:
+            self._lock.notify_all()
+        if self._started:
+            self._thread.join(timeout=2.0)
+
+    def __enter__(self) -> SyntheticCamera:
         return self
 
     def __exit__(self, *exc: object) -> None:

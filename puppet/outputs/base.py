@@ -12,6 +12,19 @@ from puppet.pose import PoseVector
 
 
 @dataclass
+class PacingStats:
+    """How a paced output (virtual camera, browser source) or a live file kept its rate."""
+
+    fps: float = 0.0  # frames per second it actually sent, smoothed
+    sent: int = 0  # frames sent (repeats included)
+    dropped: int = 0  # frames the loop made that it never sent (a newer one replaced them)
+    repeated: int = 0  # ticks with no new frame, where the previous frame went out again
+
+    def text(self) -> str:
+        return f"{self.sent} sent, {self.dropped} dropped, {self.repeated} repeated"
+
+
+@dataclass
 class FrameInfo:
     """What the live loop knows about a frame, for outputs that show more than pixels."""
 
@@ -23,6 +36,12 @@ class FrameInfo:
     pose: PoseVector | None = None
     camera_frame: np.ndarray | None = None  # BGR uint8 as captured (for the preview thumbnail)
     landmarks: np.ndarray | None = None  # (N, 3) normalised landmarks of camera_frame
+    # The landmarks are in the horizontally flipped camera frame (the selfie view); the HUD
+    # then shows the thumbnail flipped too, so the mesh lies on the face.
+    mirrored: bool = False
+    captured_at: float | None = None  # time.perf_counter() when camera_frame was captured
+    latency_ms: tuple[float, float] | None = None  # capture->output (p50, p95), recent frames
+    pacing: dict[str, PacingStats] = field(default_factory=dict)  # per paced output
 
 
 class LiveControls:

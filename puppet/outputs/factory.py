@@ -3,13 +3,30 @@
 Specs: ``vcam`` (or ``vcam:BACKEND``), ``window``, ``browser`` (or ``browser:PORT``,
 ``browser:HOST:PORT``), a video file path (``.mp4 .webm .mov .gif``), or a directory path ending
 in ``/`` for PNG frames.
+
+Live runs (``open_outputs(..., live=True)``) keep slow outputs off the loop's thread:
+
+- The virtual camera and the browser source are ``PacedOutput``: frames go out on their own
+  thread at the configured fps, always the newest one. A tick with no new frame repeats the
+  previous one (the virtual camera; the browser page simply keeps showing it), frames replaced
+  before their tick are dropped; both are counted (``PacingStats``). A blocking camera driver
+  holds back only its own thread.
+- Files are ``BackgroundFileOutput``: encoded on their own thread behind a bounded queue. When
+  the encoder cannot keep up, frames are dropped (camera sources; said once, with the advice to
+  ``--record`` and ``render`` afterwards) or the loop waits (pose tracks, which give every
+  line to the files). With ``wall_clock`` each video frame is stamped with the time it was made
+  (frame ``round(t * fps)``), so the file plays at real speed even when the loop is slower than
+  ``--fps``; frames beyond ``--fps`` are merged (the newest of a tick is kept).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -17,7 +34,7 @@ import numpy as np
 
 from puppet.atomic import FinishOrAbort
 from puppet.errors import PuppetError
-from puppet.outputs.base import FrameInfo, LiveControls, Output
+from puppet.outputs.base import FrameInfo, LiveControls, Output, PacingStats
 from puppet.outputs.files import VIDEO_FORMATS
 
 log = logging.getLogger(__name__)
@@ -81,6 +98,288 @@ def open_output(
     )
 
 
+class _Rate:
+    """Frames per second over the last second or so of send times."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque(maxlen=61)
+
+    def tick(self, now: float) -> None:
+        self._times.append(now)
+
+    @property
+    def fps(self) -> float:
+        if len(self._times) < 2 or self._times[-1] <= self._times[0]:
+            return 0.0
+        return (len(self._times) - 1) / (self._times[-1] - self._times[0])
+
+
+class PacedOutput:
+    """Sends the newest frame to ``inner`` at ``fps`` on its own thread (see the module
+    docstring). ``repeat``: on a tick without a new frame send the previous one again (a
+    virtual camera expects a steady stream); otherwise the tick is only counted as repeated.
+
+    A tick waits up to half a period for a frame that is late, and the schedule re-anchors on
+    a late frame, so a camera at the same rate as the output is followed frame for frame with
+    no added wait (the output phase-locks to the source). ``latencies`` holds the
+    capture->sent latency (ms) of every new frame that had a capture time.
+    """
+
+    def __init__(self, inner: Output, fps: float, *, repeat: bool = True) -> None:
+        if not fps > 0:
+            raise PuppetError(f"Output rate {fps} is not positive.", "Use e.g. --fps 30.")
+        self.inner = inner
+        self.name = inner.name
+        self.period = 1.0 / fps
+        self.repeat = repeat
+        self.stats_ = PacingStats()
+        self.latencies: deque[float] = deque(maxlen=10_000)
+        self._cond = threading.Condition()
+        self._pending: tuple[np.ndarray, FrameInfo | None] | None = None
+        self._error: BaseException | None = None
+        self._stop = False
+        self._rate = _Rate()
+        self._thread = threading.Thread(target=self._run, name=f"puppet-paced-{self.name}",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def stats(self) -> PacingStats:
+        self.stats_.fps = self._rate.fps
+        return self.stats_
+
+    def send(self, frame: np.ndarray, info: FrameInfo | None = None) -> None:
+        """Hand the frame to the pacing thread (never blocks); raises the inner output's error
+        once it has failed, so the output set drops it."""
+        with self._cond:
+            if self._error is not None:
+                raise self._error
+            if self._stop:
+                raise RuntimeError(f"{self.name} is closed")
+            if self._pending is not None:
+                self.stats_.dropped += 1
+            self._pending = (frame, info)
+            self._cond.notify_all()
+
+    def _wait(self, until: float, *, for_frame: bool) -> None:
+        """Wait until ``until`` (perf_counter), or for a new frame, or close. Holds the lock."""
+        while not self._stop and not (for_frame and self._pending is not None):
+            remaining = until - time.perf_counter()
+            if remaining <= 0:
+                return
+            self._cond.wait(remaining)
+
+    def _run(self) -> None:
+        period, grace = self.period, self.period / 2
+        next_due: float | None = None
+        last: tuple[np.ndarray, FrameInfo | None] | None = None
+        while True:
+            with self._cond:
+                limit = time.perf_counter() + 0.25 if next_due is None else next_due + grace
+                self._wait(limit, for_frame=True)
+                if self._stop:
+                    return
+                item = self._pending
+                if item is not None and next_due is not None:
+                    # Early: hold it to the tick; a newer frame meanwhile replaces it.
+                    self._wait(next_due, for_frame=False)
+                    if self._stop:
+                        return
+                    item = self._pending
+                self._pending = None
+            now = time.perf_counter()
+            if item is None:
+                if next_due is None or last is None:
+                    continue
+                self.stats_.repeated += 1
+                next_due = next_due + period if now - next_due < period else now + period
+                if not self.repeat:
+                    continue
+                item = last
+                fresh = False
+            else:
+                # On time: keep the schedule; late: re-anchor on this frame.
+                on_time = next_due is not None and now <= next_due + grace / 4
+                next_due = next_due + period if on_time and next_due is not None else now + period
+                fresh = True
+            try:
+                self.inner.send(*item)
+            except BaseException as error:  # noqa: BLE001 - handed to the loop by send()
+                with self._cond:
+                    self._error = error
+                return
+            sent_at = time.perf_counter()
+            self._rate.tick(sent_at)
+            self.stats_.sent += 1
+            info = item[1]
+            if fresh and info is not None and info.captured_at is not None:
+                self.latencies.append((sent_at - info.captured_at) * 1000.0)
+            last = item
+
+    def _halt(self) -> bool:
+        with self._cond:
+            self._stop = True
+            self._cond.notify_all()
+        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():
+            log.warning("output %s is blocked; leaving it behind", self.name)
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._halt():
+            self.inner.close()
+
+    def abort(self) -> None:
+        if self._halt():
+            _discard(self.inner)
+
+
+class BackgroundFileOutput:
+    """Encodes into ``inner`` (a video file or PNG directory) on its own thread, behind a queue
+    of ``depth`` frames (see the module docstring).
+
+    ``lossless``: when the queue is full, wait for room (every frame is written) instead of
+    dropping the frame. ``wall_clock``: stamp video frames with ``FrameInfo.t`` (frame number
+    ``round((t - t0) * fps)``) instead of numbering them one after another.
+    """
+
+    def __init__(
+        self,
+        inner: Output,
+        fps: float,
+        *,
+        lossless: bool = False,
+        wall_clock: bool = False,
+        depth: int = 8,
+    ) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.fps = float(fps)
+        self.lossless = lossless
+        # Only video files have timestamps; a PNG sequence is numbered frame after frame.
+        self.wall_clock = wall_clock and hasattr(inner, "frames_written")
+        self.written = 0
+        self.dropped = 0  # the encoder was behind: the queue was full
+        self.merged = 0  # more than one frame in one tick of --fps: the newest was kept
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._t0: float | None = None
+        self._last_slot = -1
+        self._warned = False
+        self._closed = False
+        self._rate = _Rate()
+        self._thread = threading.Thread(target=self._run, name=f"puppet-encode-{self.name}",
+                                        daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def stats(self) -> PacingStats:
+        return PacingStats(self._rate.fps, self.written, self.dropped + self.merged, 0)
+
+    def send(self, frame: np.ndarray, info: FrameInfo | None = None) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise RuntimeError(f"{self.name} is closed")
+        slot = None
+        if self.wall_clock and info is not None:
+            if self._t0 is None:
+                self._t0 = info.t
+            slot = round((info.t - self._t0) * self.fps)
+            if slot <= self._last_slot:
+                self.merged += 1  # faster than --fps: the file keeps one frame per tick
+                return
+        if self.lossless:
+            while True:
+                try:
+                    self._queue.put((frame, info, slot), timeout=0.5)
+                    break
+                except queue.Full:
+                    if self._error is not None or not self._thread.is_alive():
+                        stopped = RuntimeError(f"{self.name}: the encoder stopped")
+                        raise (self._error or stopped) from None
+        else:
+            try:
+                self._queue.put_nowait((frame, info, slot))
+            except queue.Full:
+                self.dropped += 1
+                if not self._warned:
+                    self._warned = True
+                    log.warning(
+                        "%s: the encoder cannot keep up live, so frames are dropped (the file "
+                        "still plays at real speed). For every frame, record the poses with "
+                        "--record TRACK.jsonl and make the file afterwards with "
+                        "`puppet render TRACK.jsonl %s`.", self.name, self.name,
+                    )  # fmt: skip
+                return
+        if slot is not None:
+            self._last_slot = slot
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            frame, info, slot = item
+            try:
+                if slot is not None:
+                    # VideoFileOutput stamps frame k with k / fps, k = frames_written: start it
+                    # at this frame's tick so the gap of a slow stretch is kept in the file.
+                    self.inner.frames_written = slot  # type: ignore[attr-defined]
+                self.inner.send(frame, info)
+            except BaseException as error:  # noqa: BLE001 - raised on the loop's next send
+                self._error = error
+                self._drain()
+                return
+            self.written += 1
+            self._rate.tick(time.perf_counter())
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
+
+    def _finish_thread(self) -> None:
+        while self._thread.is_alive():
+            try:
+                self._queue.put(None, timeout=0.5)
+                break
+            except queue.Full:
+                continue
+        self._thread.join()
+
+    def close(self) -> None:
+        """Encode what is queued, then finish the file. Raises the encoder's error, if any
+        (the partial file is then deleted)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._finish_thread()
+        if self._error is not None:
+            _discard(self.inner)
+            raise self._error
+        self.inner.close()
+
+    def abort(self) -> None:
+        self._closed = True
+        self._drain()
+        self._finish_thread()
+        _discard(self.inner)
+
+
+def wrap_live(output: Output, spec: str, *, fps: float, lossless: bool, wall_clock: bool) -> Output:
+    """The live-run form of an output opened from ``spec`` (see the module docstring)."""
+    kind = spec.strip().partition(":")[0]
+    if kind == "vcam":
+        return PacedOutput(output, fps, repeat=True)
+    if kind == "browser":
+        return PacedOutput(output, fps, repeat=False)
+    if kind == "window":
+        return output  # OpenCV's window must stay on the thread that made it
+    return BackgroundFileOutput(output, fps, lossless=lossless, wall_clock=wall_clock)
+
+
 def _discard(output: Output) -> None:
     """Throw a failed output away: abort (delete partial files) where it can, else close."""
     try:
@@ -119,6 +418,14 @@ class OutputSet(FinishOrAbort):
     @property
     def outputs(self) -> list[Output]:
         return [output for output, _ in self._active]
+
+    def pacing(self) -> dict[str, PacingStats]:
+        """Rate, dropped and repeated frames of the paced outputs and live files."""
+        return {
+            output.name: output.stats()
+            for output, _ in self._active
+            if isinstance(output, PacedOutput | BackgroundFileOutput)
+        }
 
     def __len__(self) -> int:
         return len(self._active) + len(self._waiting)
@@ -202,21 +509,32 @@ def open_outputs(
     vcam_device: str | None = None,
     browser_port: int | None = None,
     retry_seconds: float = 5.0,
+    live: bool = False,
+    lossless: bool = True,
+    wall_clock: bool = False,
 ) -> OutputSet:
     """Open every spec into an OutputSet. A virtual camera that cannot open now is reported once
     and retried in the background of ``send`` (unless it is the only output: then its
     PuppetError is raised). Any other output that cannot open raises, after closing the ones
-    already opened."""
+    already opened. ``live``: paced outputs and background encoding (``wrap_live``), with
+    ``lossless`` and ``wall_clock`` for the files."""
     specs = list(specs)
     if not specs:
         raise PuppetError("No output given.", f"Use --output with {SPEC_HELP}.")
     outputs = OutputSet(retry_seconds=retry_seconds)
 
     def opener(spec: str) -> Callable[[], Output]:
-        return lambda: open_output(
-            spec, width=width, height=height, fps=fps, background=background, controls=controls,
-            audio_from=audio_from, vcam_device=vcam_device, browser_port=browser_port,
-        )  # fmt: skip
+        def open_one() -> Output:
+            output = open_output(
+                spec, width=width, height=height, fps=fps, background=background,
+                controls=controls, audio_from=audio_from, vcam_device=vcam_device,
+                browser_port=browser_port,
+            )  # fmt: skip
+            if not live:
+                return output
+            return wrap_live(output, spec, fps=fps, lossless=lossless, wall_clock=wall_clock)
+
+        return open_one
 
     try:
         for spec in specs:

@@ -1,7 +1,9 @@
 """The preview window: the frame over a checkerboard with a HUD, and the live hotkeys.
 
-The HUD (``draw_hud``, a pure function) shows the loop's fps, the per-stage times, the tracking
-state, bars for the main pose parameters and the camera thumbnail with the tracked landmarks.
+The HUD (``draw_hud``, a pure function) shows the loop's fps, the capture-to-output latency
+(p50/p95), the per-stage times, the tracking state, the rate and dropped/repeated frames of each
+paced output, bars for the main pose parameters and the camera thumbnail with the tracked
+landmarks (flipped like the landmarks in the selfie view, so the mesh lies on the face).
 Hotkeys are turned into ``LiveControls`` requests for the live loop:
 
     q / Esc  quit          c  recalibrate neutral     m  toggle mirror     i  toggle idle motion
@@ -85,8 +87,8 @@ def hud_layout(frame_shape: tuple[int, ...], info: FrameInfo | None = None) -> H
     h, w = frame_shape[:2]
     scale = min(1.0, MAX_VIEW / h) if h > MAX_VIEW else max(1.0, MIN_VIEW / h)
     view_w, view_h = max(1, round(w * scale)), max(1, round(h * scale))
-    stages = len(info.stage_ms) if info is not None else 0
-    bars_y = 8 + LINE * (3 + stages) + 8
+    lines = len(_panel_lines(info))
+    bars_y = 8 + LINE * lines + 8
     bars_h = BAR_ROW * len(BARS)
     thumbnail = None
     thumb_y = bars_y + bars_h + 12
@@ -114,6 +116,26 @@ def checkerboard(height: int, width: int, cell: int = 16) -> np.ndarray:
     board = np.repeat(board, 3, axis=2)
     board.flags.writeable = False
     return board
+
+
+def _panel_lines(info: FrameInfo | None) -> list[tuple[str, tuple[int, int, int]]]:
+    """The text lines above the bars, with their colours."""
+    if info is None:
+        info = FrameInfo()
+    lines = [(f"{info.fps:5.1f} fps   frame {info.index}", TEXT)]
+    if info.latency_ms is not None:
+        p50, p95 = info.latency_ms
+        lines.append((f"latency {p50:4.0f} ms  p95 {p95:4.0f} ms", TEXT))
+    lines.append((f"tracking: {info.tracking}", TRACKING_COLOURS.get(info.tracking, DIM)))
+    total = sum(info.stage_ms.values())
+    lines.append((f"frame time {total:5.1f} ms", DIM))
+    lines += [(f"  {stage:<10.10} {ms:6.1f} ms", DIM) for stage, ms in info.stage_ms.items()]
+    for name, pacing in info.pacing.items():
+        short = name.split(" ")[0][-10:]
+        lines.append(
+            (f"{short:<10.10} {pacing.fps:4.1f} fps -{pacing.dropped} +{pacing.repeated}", DIM)
+        )
+    return lines
 
 
 def _text(image: np.ndarray, text: str, x: int, y: int, colour=TEXT, scale=0.45) -> None:  # noqa: ANN001
@@ -156,18 +178,11 @@ def draw_hud(
     # The panel.
     px = vw + 10
     y = 8 + LINE - 4
+    for line, colour in _panel_lines(info):
+        _text(image, line, px, y, colour)
+        y += LINE
     if info is None:
         info = FrameInfo()
-    _text(image, f"{info.fps:5.1f} fps   frame {info.index}", px, y)
-    y += LINE
-    state_colour = TRACKING_COLOURS.get(info.tracking, DIM)
-    _text(image, f"tracking: {info.tracking}", px, y, state_colour)
-    y += LINE
-    total = sum(info.stage_ms.values())
-    _text(image, f"frame time {total:5.1f} ms", px, y, DIM)
-    for stage, ms in info.stage_ms.items():
-        y += LINE
-        _text(image, f"  {stage:<10.10} {ms:6.1f} ms", px, y, DIM)
 
     bx, by, bw, _ = layout.bars
     values = info.pose
@@ -194,6 +209,10 @@ def draw_hud(
         if camera.ndim == 2:
             camera = cv2.cvtColor(camera, cv2.COLOR_GRAY2BGR)
         thumb = cv2.resize(camera[..., :3], (tw, th), interpolation=cv2.INTER_AREA)
+        if info.mirrored:
+            # The tracker saw the flipped frame (selfie view) and its landmarks are in that
+            # frame: show the thumbnail the same way, as a mirror.
+            thumb = cv2.flip(thumb, 1)
         if info.landmarks is not None and len(info.landmarks):
             points = np.asarray(info.landmarks, np.float32)[:, :2] * (tw, th)
             for x, y_ in np.round(points).astype(int):
@@ -265,6 +284,15 @@ class PreviewWindow:
         if self._closed:
             raise RuntimeError(f"{self.name} is closed")
         cv2.imshow(self.title, draw_hud(frame, info, background=self._background))
+        self.poll()
+
+    def poll(self) -> None:
+        """Handle window events and the keys pressed (the loop calls this while it waits for a
+        slow poser, so the window never freezes)."""
+        import cv2
+
+        if self._closed:
+            return
         key = cv2.waitKey(1)
         if key != -1:
             action = KEY_ACTIONS.get(key & 0xFF)
