@@ -335,12 +335,28 @@ class SessionRecorder(PoseTrackWriter):
         self.failure: str | None = None
 
     def write(self, t: float, pose: PoseVector) -> None:
-        if self.failure is not None:
+        if self.failure is not None or self._handle is None:
             return
         try:
-            super().write(t, pose)
-        except PuppetError as error:
-            self.failure = str(error)
+            self._handle.write(_frame_line(t, pose))
+        except OSError as error:
+            self.failure = str(os_error(error, self.path))
+            self.abort()
+            return
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Finish; a full disk at the end keeps the complete lines, as a failed write does."""
+        if self._handle is None:
+            return
+        try:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            self.failure = str(os_error(error, self.path))
+            self.abort()
+            return
+        super().close()
 
     def abort(self) -> None:
         """Stop writing; keep the complete lines so far (the session's track up to here)."""

@@ -138,6 +138,49 @@ def _table(doc: Mapping[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def _check_mapper_values(table: Mapping[str, Any]) -> None:
+    """Every number of [mapper] finite, every lower/upper pair in order, every range positive
+    (the mapper divides by these spans: zero or NaN would turn into NaN poses later)."""
+    for key, value in table.items():
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not all(_plain_number(v) for v in items):
+            raise _Invalid(f"mapper.{key} must be a list of numbers, got {value!r}")
+        for item in items:
+            if isinstance(item, float) and not math.isfinite(item):
+                raise _Invalid(f"mapper.{key} must be finite, got {value!r}")
+    defaults = MapperSettings()
+
+    def get(key: str) -> Any:
+        return table.get(key, getattr(defaults, key))
+
+    pairs = [
+        ("smile_lower", "smile_upper"), ("cheek_squint_min", "cheek_squint_max"),
+        ("jaw_open_min", "jaw_open_max"), ("mouth_funnel_min", "mouth_funnel_max"),
+        ("link_snap", "link_wink"), ("geo_eye_closed", "geo_eye_open"),
+        ("geo_mouth_closed", "geo_mouth_open"),
+    ]  # fmt: skip
+    for low, high in pairs:
+        a, b = get(low), get(high)
+        if _plain_number(a) and _plain_number(b) and not a < b:
+            raise _Invalid(f"mapper.{low} ({a}) must be below mapper.{high} ({b})")
+    positive = [
+        "eye_surprised_max", "eye_wink_max", "eyebrow_down_max", "mouth_frown_max",
+        "eye_rotation_factor", "head_x_max_deg", "head_y_max_deg", "neck_z_max_deg",
+        "geo_mouth_width", "geo_mouth_spread_range", "geo_brow_range", "geo_iris_range",
+    ]  # fmt: skip
+    for key in positive:
+        if key not in table:
+            continue
+        value = table[key]
+        items = value if isinstance(value, list) else [value]
+        if all(_plain_number(v) for v in items) and not all(v > 0 for v in items):
+            raise _Invalid(f"mapper.{key} must be above 0, got {value!r}")
+
+
+def _plain_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _parse_ranges(table: dict[str, Any], key: str) -> FeatureRanges:
     known = {f.name for f in fields(FeatureRanges)}
     values: dict[str, Any] = {}
@@ -147,8 +190,14 @@ def _parse_ranges(table: dict[str, Any], key: str) -> FeatureRanges:
             raise _Invalid(f"unknown field {where} (known: {', '.join(sorted(known))})")
         if name == "mouth_width":
             values[name] = _number(value, where)
+            if not values[name] > 0:
+                raise _Invalid(f"{where} must be above 0, got {value!r}")
         else:
             values[name] = _numbers(value, 2, where)
+            if name == "iris_range" and not min(values[name]) > 0:
+                raise _Invalid(f"{where} must hold two numbers above 0, got {value!r}")
+            if name not in ("iris_center", "iris_range") and not value[0] < value[1]:
+                raise _Invalid(f"{where} must be [low, high] with low below high, got {value!r}")
     return FeatureRanges(**values)
 
 
@@ -192,6 +241,7 @@ def profile_from_toml(text: str, source: str = "<profile>") -> CalibrationProfil
             k: _numbers(v, 2, f"smoothing.{k}") for k, v in _table(doc, "smoothing").items()
         }
         mapper = _table(doc, "mapper")
+        _check_mapper_values(mapper)
         idle = _table(doc, "idle")
         unknown = set(doc) - {"version", "name", "mirror", "neutral", "geometry", "blendshape",
                               "gains", "ranges", "smoothing", "mapper", "idle"}  # fmt: skip

@@ -52,18 +52,51 @@ class IdleSettings:
             if isinstance(default, bool):
                 ok = isinstance(value, bool)
             elif isinstance(default, float):
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                ok = _is_number(value)
                 value = float(value) if ok else value
             else:
                 ok = isinstance(value, list | tuple) and len(value) == 2
+                ok = ok and all(_is_number(v) for v in value)
                 value = tuple(float(v) for v in value) if ok else value
             if not ok:
                 raise PuppetError(
-                    f"Idle setting {key!r} has the wrong type ({type(value).__name__}).",
+                    f"Idle setting {key!r} has the wrong type or is not finite ({value!r}).",
                     f"Give a value like the default {default!r}.",
                 )
             values[key] = value
-        return cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **values})
+        settings = cls(**{**{f.name: getattr(base, f.name) for f in fields(cls)}, **values})
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Ranges that keep the idle motion finite (a zero blink interval would schedule
+        blinks forever): PuppetError naming the setting and the allowed range."""
+        lo, hi = self.blink_duration_s
+        rules = [
+            ("hold_s", self.hold_s >= 0, ">= 0"),
+            ("ease_s", self.ease_s >= 0, ">= 0"),
+            ("breaths_per_minute", 0 < self.breaths_per_minute <= 120, "in (0, 120]"),
+            ("blink_median_s", self.blink_median_s > 0, "> 0"),
+            ("blink_sigma", 0 <= self.blink_sigma <= 5, "in [0, 5]"),
+            ("blink_min_s", self.blink_min_s >= MIN_BLINK_INTERVAL_S,
+             f">= {MIN_BLINK_INTERVAL_S}"),
+            ("blink_max_s", self.blink_max_s >= self.blink_min_s, ">= blink_min_s"),
+            ("blink_duration_s", 0 < lo <= hi <= 2.0, "[low, high] with 0 < low <= high <= 2"),
+            ("double_blink_chance", 0 <= self.double_blink_chance <= 1, "in [0, 1]"),
+        ]  # fmt: skip
+        for key, ok, allowed in rules:
+            if not ok:
+                raise PuppetError(
+                    f"Idle setting {key!r} is {getattr(self, key)!r}; it must be {allowed}.",
+                    "Fix the [idle] table of the profile.",
+                )
+
+
+MIN_BLINK_INTERVAL_S = 0.2  # shortest time from the end of one blink to the next
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def smoothstep(x: float) -> float:
@@ -102,11 +135,14 @@ class AutoBlink:
     def _interval(self) -> float:
         s = self.settings
         value = s.blink_median_s * math.exp(s.blink_sigma * float(self.rng.standard_normal()))
-        return min(max(value, s.blink_min_s), s.blink_max_s)
+        value = min(max(value, s.blink_min_s), s.blink_max_s)
+        # Settings built without check() still cannot stall the schedule loop.
+        return value if value >= MIN_BLINK_INTERVAL_S else MIN_BLINK_INTERVAL_S
 
     def _duration(self) -> float:
         lo, hi = self.settings.blink_duration_s
-        return float(self.rng.uniform(lo, hi))
+        value = float(self.rng.uniform(lo, hi))
+        return value if value > 0.01 else 0.01
 
     def _schedule_until(self, t: float) -> None:
         if self._next_start is None:

@@ -40,8 +40,15 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
     try:
         with wave.open(str(path), "rb") as w:
             channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            low, high = SAMPLE_RATES
+            if not low <= rate <= high or not channels >= 1:
+                raise PuppetError(
+                    f"{path} declares {rate} Hz and {channels} channel(s); lip sync reads "
+                    f"{low}-{high} Hz with at least one channel.",
+                    "Convert it, e.g. `ffmpeg -i IN -ac 1 -ar 48000 -c:a pcm_s16le OUT.wav`.",
+                )
             raw = w.readframes(w.getnframes())
-    except (wave.Error, EOFError, RuntimeError, OSError) as e:
+    except (wave.Error, EOFError, RuntimeError, OSError, ValueError) as e:
         raise PuppetError(
             f"Cannot read {path} as a PCM WAV file ({e}).",
             "Convert it to 16-bit PCM, e.g. `ffmpeg -i IN -ac 1 -c:a pcm_s16le OUT.wav`.",
@@ -61,7 +68,17 @@ def _read_wav(path: Path) -> tuple[np.ndarray, int]:
         raise PuppetError(f"Unsupported sample width {width} in {path}.", "Use 16-bit PCM.")
     if channels > 1:
         data = data[: len(data) // channels * channels].reshape(-1, channels).mean(axis=1)
+    window = int(round(LipSyncSettings.window_s * rate))
+    if len(data) < max(window, 1):
+        raise PuppetError(
+            f"{path} holds no audio ({len(data)} samples; lip sync needs at least "
+            f"{LipSyncSettings.window_s * 1000:g} ms).",
+            "Use a WAV file with sound in it.",
+        )
     return data, rate
+
+
+SAMPLE_RATES = (1000, 384000)  # Hz a WAV may declare
 
 
 class _Envelope:

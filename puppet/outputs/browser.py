@@ -16,6 +16,12 @@ frame at once.
 
 The server listens on 127.0.0.1 only, unless another ``host`` is given explicitly.
 Client disconnects are handled on the server's threads and never reach ``send``.
+
+Limits: a request whose ``Host`` header is not ``127.0.0.1``, ``localhost``, ``[::1]`` or the
+address the server is bound to gets 421 (so a web page on another site, reached through DNS
+rebinding, cannot read the frames); a connection idle for ``IDLE_TIMEOUT_S`` (20 s) is closed;
+at most ``MAX_VIEWERS`` (8) connections are served at once, further ones get 503 at once
+(without a thread), so viewers cannot slow the live loop by more than a few percent.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 8787
 LONG_POLL_SECONDS = 10.0
+IDLE_TIMEOUT_S = 20.0  # a connection with no request for this long is closed
+MAX_VIEWERS = 8  # connections served at once; more get 503 (an OBS scene needs one or two)
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>puppet</title>
@@ -155,9 +163,14 @@ class _Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle's algorithm the body would wait for
     # the client's delayed ACK (~40 ms per frame).
     disable_nagle_algorithm = True
+    timeout = IDLE_TIMEOUT_S  # socket timeout: an idle keep-alive connection is closed
     server: _Server
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if not self.server.host_allowed(self.headers.get("Host")):
+            self._reply(HTTPStatus.MISDIRECTED_REQUEST, b"unknown host", "text/plain")
+            self.close_connection = True
+            return
         url = urlparse(self.path)
         if url.path in ("/", "/index.html"):
             self._reply(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
@@ -200,9 +213,55 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("browser output: " + format, *args)
 
 
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 46\r\n"
+    b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many viewers of this puppet browser source"
+)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False
     latest: _LatestFrame
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(MAX_VIEWERS)
+        bound = self.server_address[0]
+        self.allowed_hosts = {"127.0.0.1", "localhost", "::1", str(bound), str(address[0])}
+
+    def host_allowed(self, header: str | None) -> bool:
+        """The Host header names this server (a loopback name or the bound address)."""
+        if not header:
+            return False
+        host = header.strip().lower()
+        if host.startswith("["):  # [::1]:8787
+            host = host[1 : host.find("]")] if "]" in host else host
+        elif host.count(":") == 1:
+            host = host.partition(":")[0]
+        return host in self.allowed_hosts
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001
+        if not self._slots.acquire(blocking=False):
+            # Full: answer at once on the accept thread, with no thread for this client.
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def handle_error(self, request, client_address) -> None:  # noqa: ANN001
         # A page closed mid-response is normal; anything else is logged, never raised.
@@ -222,6 +281,11 @@ class BrowserOutput:
 
     def __init__(self, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
         self.host = host
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise PuppetError(
+                f"The browser output's port must be from 1 to 65535, got {port!r}.",
+                "Use e.g. --port 8787.",
+            )
         self._latest = _LatestFrame()
         try:
             self._server = _Server((host, port), _Handler)
@@ -229,11 +293,11 @@ class BrowserOutput:
             if error.errno == errno.EADDRINUSE:
                 raise PuppetError(
                     f"Port {port} on {host} is already in use (is puppet running twice?).",
-                    "Choose another with --browser-port, e.g. --browser-port 8788.",
+                    "Choose another with --port, e.g. --port 8788 (or -o browser:8788).",
                 ) from error
             raise PuppetError(
                 f"Cannot serve the browser output on {host}:{port}: {error}.",
-                "Use --browser-port with a free port above 1024.",
+                "Use --port with a free port above 1024, e.g. --port 8788.",
             ) from error
         self._server.latest = self._latest
         self.port = self._server.server_address[1]

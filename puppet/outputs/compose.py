@@ -74,7 +74,21 @@ def load_background_image(path: Path, width: int, height: int) -> np.ndarray:
     """An image file as RGB uint8 (height, width, 3), scaled to cover the frame and centre-cropped
     (so it is never distorted); any alpha in the image is composited over black."""
     import cv2
+    from PIL import Image, UnidentifiedImageError
 
+    from poser_models.image import MAX_PIXELS, check_pixel_count
+
+    try:
+        # The header alone: a huge image is refused before OpenCV decodes it.
+        with Image.open(path) as header:
+            check_pixel_count(header.size, str(path))
+    except Image.DecompressionBombError:
+        raise PuppetError(
+            f"Image {str(path)!r} is far above {MAX_PIXELS / 1e6:.0f} megapixels.",
+            "Scale it down first.",
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        pass  # not for PIL (or unreadable): cv2.imread below says so in its own words
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise PuppetError(
