@@ -24,6 +24,9 @@ HEAD_BOX = (192, 64, 320, 192)
 # ... and where the THA4 student pastes its face patch (centre x=256, y=144).
 THA4_FACE_BOX = (192, 80, 320, 208)
 OPAQUE = 128  # alpha at or above this counts as "covered" in the coverage figures
+# Largest image decoded, checked from the header before any pixel is read: a small file can
+# declare a huge image (a 714 KB PNG of 13370x13370 takes 2.85 GB decoded).
+MAX_PIXELS = 40_000_000  # 40 megapixels (e.g. 6324x6324), far above the 512x512 THA needs
 
 _RGBA_FIX = (
     "Save it as a 512x512 RGBA PNG with a transparent background (alpha 0 around the character)."
@@ -95,6 +98,7 @@ def _read_rgba(path: Path | str) -> np.ndarray:
         )
     try:
         with Image.open(path) as image:
+            check_pixel_count(image.size, str(path))
             image.load()
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
                 image.mode == "P" and "transparency" in image.info
@@ -106,11 +110,22 @@ def _read_rgba(path: Path | str) -> np.ndarray:
                     _RGBA_FIX,
                 )
             return np.asarray(image.convert("RGBA"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as error:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as error:
         raise PuppetError(
             f"Cannot read character image {str(path)!r} ({error.__class__.__name__}: {error}).",
             _RGBA_FIX,
         ) from None
+
+
+def check_pixel_count(size: tuple[int, int], name: str) -> None:
+    """Refuse an image above MAX_PIXELS from its declared size, before decoding it."""
+    width, height = size
+    if width * height > MAX_PIXELS:
+        raise PuppetError(
+            f"Image {name!r} is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
+            f"puppet reads at most {MAX_PIXELS / 1e6:.0f} megapixels.",
+            "Scale it down first (THA characters are 512x512).",
+        )
 
 
 def _check_array(array: np.ndarray) -> np.ndarray:
