@@ -25,7 +25,7 @@ from puppet.outputs.base import FrameInfo, LiveControls
 from puppet.outputs.factory import open_output, open_outputs
 from puppet.paths import DEFAULT_STUDENT_DIR, models_dir
 from puppet.pose import PoseVector
-from puppet.pose_track import PoseTrackWriter, read_track
+from puppet.pose_track import PoseTrackWriter, SessionRecorder, TrackReader, count_track_frames
 
 log = logging.getLogger(__name__)
 
@@ -182,30 +182,35 @@ class _TrackPlayer:
     """Plays a pose track: every line once, paced to the track's fps (never faster).
 
     A machine too slow for the track's rate plays it slower rather than skipping lines, so
-    file outputs get every frame. The whole track is validated up front, so a bad line stops
-    the run before it starts.
+    file outputs get every frame. The track is streamed (first frame at once, flat memory,
+    whatever its length); a bad line ends the playback there, the outputs are finished, and
+    ``error`` (raised after them) names the line.
     """
 
     def __init__(self, path: Path) -> None:
-        track = read_track(path)
-        if not track.frames:
+        self._reader = TrackReader(path)
+        self.error: PuppetError | None = None
+        self._next = next(self._reader, None)
+        if self._next is None:
             raise PuppetError(f"Pose track {path} has no frames.", "Record or generate one.")
-        self.fps = track.fps
-        self._frames = track.frames
-        self._position = 0
+        self.fps = self._reader.fps
+        self.start_time = self._next.t
 
     @property
     def finished(self) -> bool:
-        return self._position >= len(self._frames)
-
-    @property
-    def start_time(self) -> float:
-        return self._frames[0].t
+        return self._next is None
 
     def next_pose(self) -> tuple[float, PoseVector]:
-        frame = self._frames[self._position]
-        self._position += 1
+        frame = self._next
+        assert frame is not None
+        try:
+            self._next = next(self._reader, None)
+        except PuppetError as error:
+            self._next, self.error = None, error
         return frame.t, frame.pose
+
+    def close(self) -> None:
+        self._reader.close()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +235,7 @@ def run_live(
         face_to_pose: FaceToPose | None = None
         if is_track(config.source):
             player = _TrackPlayer(Path(config.source))
+            stack.callback(player.close)
         else:
             source = stack.enter_context(FrameSource(parse_source(config.source)))
         poser = load_poser(config.poser, config.character, config.device)
@@ -265,7 +271,7 @@ def run_live(
         recorder = None
         if config.record is not None:
             # Whatever ends the session, the frames recorded so far are kept.
-            recorder = PoseTrackWriter(config.record, fps)
+            recorder = SessionRecorder(config.record, fps)
             stack.callback(recorder.close)
         stack.enter_context(_stop_on_sigint(stop))
 
@@ -289,6 +295,8 @@ def run_live(
                     track_t, pose = player.next_pose()
                 # Pace to the track's own timing (a track may start later than t=0).
                 delay = start + track_t - player_offset - time.perf_counter()
+                if config.seconds is not None:  # never wait past the end of the session
+                    delay = min(delay, start + config.seconds - time.perf_counter())
                 if delay > 0:
                     stop.wait(delay)
             else:
@@ -339,6 +347,8 @@ def run_live(
                 on_frame(image, info)
             index += 1
         elapsed = time.perf_counter() - start
+    if player is not None and player.error is not None:
+        raise player.error  # a bad line: the outputs hold everything before it
     return RunReport(
         frames=index,
         seconds=elapsed,
@@ -372,8 +382,9 @@ def _driver_poses(
 ) -> tuple[float, int | None, Iterator[tuple[float, PoseVector]], Callable[[], None]]:
     """(fps, frame count or None, iterator of (t, pose), close)."""
     if is_track(config.driver):
-        track = read_track(config.driver)
-        return track.fps, len(track), ((f.t, f.pose) for f in track.frames), lambda: None
+        reader = TrackReader(config.driver)  # streamed: any length, flat memory
+        frames = ((f.t, f.pose) for f in reader)
+        return reader.fps, count_track_frames(config.driver), frames, reader.close
     source = FrameSource(parse_source(str(config.driver)), realtime=False)
     face_to_pose = FaceToPose(
         tracker=config.tracker,
@@ -401,7 +412,11 @@ def _driver_poses(
 def render(
     config: RenderConfig, *, progress: Callable[[int, int | None], None] | None = None
 ) -> RunReport:
-    """Render every driver frame to ``config.output``; the file appears only when complete."""
+    """Render every driver frame to ``config.output``; the file appears only when complete.
+
+    Stopped by Ctrl+C (or SIGTERM/SIGHUP), or by a bad line in the driver track, the frames
+    rendered so far are kept as a valid ``NAME.partial.EXT`` (``puppet.atomic``) and an
+    existing ``NAME.EXT`` is left as it was."""
     timer = StageTimer()
     driver = Path(config.driver)
     if not driver.is_file():
@@ -426,6 +441,8 @@ def render(
             background=config.background,
             audio_from=audio_from,
         )
+        keep_partial = getattr(output, "keep_partial", output.close)
+        driver_error: PuppetError | None = None
         try:
             t, pose = first
             while True:
@@ -434,17 +451,27 @@ def render(
                 index += 1
                 if progress is not None:
                     progress(index, count)
-                item = next(poses, None)
+                try:
+                    item = next(poses, None)
+                except PuppetError as error:  # a bad driver line: keep the frames before it
+                    driver_error = error
+                    break
                 if item is None:
                     break
                 t, pose = item
                 with timer.stage("poser"):
                     image = poser.pose(pose)
+        except KeyboardInterrupt:
+            keep_partial()
+            raise
         except BaseException:
             abort = getattr(output, "abort", None)
             if abort is not None:
                 abort()
             raise
+        if driver_error is not None:
+            keep_partial()
+            raise driver_error
         output.close()
     finally:
         close_driver()
@@ -472,7 +499,8 @@ def track_video(
     start = time.perf_counter()
     index = 0
     try:
-        with PoseTrackWriter(track_path, fps) as writer:
+        # Ctrl+C keeps the lines so far as NAME.partial.jsonl; an existing NAME.jsonl stays.
+        with PoseTrackWriter(track_path, fps, on_interrupt="partial") as writer:
             for t, pose in poses:
                 writer.write(t, pose)
                 index += 1
