@@ -33,18 +33,23 @@ _RGBA_FIX = (
 )
 
 
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """sRGB [0,1] -> linear [0,1] (IEC 61966-2-1), as THA's loaders compute it."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+def srgb_to_linear(x):  # noqa: ANN001, ANN201 - numpy array or torch tensor in, same out
+    """sRGB [0,1] -> linear [0,1] (IEC 61966-2-1), as THA's loaders compute it, clipping first.
+
+    The project's one sRGB curve: written with operators that numpy arrays and torch tensors
+    share, so the posers' numpy and torch paths use it as it is (dtype and device kept; the
+    unselected branch is multiplied by False, so the result equals ``where`` bit for bit).
+    """
+    x = x.clip(0.0, 1.0)
+    low = x <= 0.04045
+    return low * (x / 12.92) + ~low * ((x + 0.055) / 1.055) ** 2.4
 
 
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
+def linear_to_srgb(x):  # noqa: ANN001, ANN201 - numpy array or torch tensor in, same out
     """linear [0,1] -> sRGB [0,1], clipping first, as THA's output converters do."""
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(
-        np.float32
-    )
+    x = x.clip(0.0, 1.0)
+    low = x <= 0.0031308
+    return low * (12.92 * x) + ~low * (1.055 * x ** (1.0 / 2.4) - 0.055)
 
 
 def prepare_character(source: Path | str | np.ndarray) -> tuple[np.ndarray, list[str]]:

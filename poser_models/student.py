@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from poser_models.image import load_character
+from poser_models.image import linear_to_srgb, load_character, srgb_to_linear
 from puppet.errors import PuppetError
 from puppet.pose import LOWER, NUM_PARAMETERS, PARAMETER_NAMES, UPPER, PoseVector
 
@@ -120,23 +120,10 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
 # ---------------------------------------------------------------------------------------------
 # Colour conversion shared by training and inference.
 
-_SRGB_TO_LINEAR = np.where(
-    np.arange(256) / 255.0 <= 0.04045,
-    np.arange(256) / 255.0 / 12.92,
-    ((np.arange(256) / 255.0 + 0.055) / 1.055) ** 2.4,
-).astype(np.float32)
+_SRGB_TO_LINEAR = srgb_to_linear(np.arange(256) / 255.0).astype(np.float32)
 _LUT_STEPS = 16384
 _LINEAR_TO_SRGB_U8 = np.clip(
-    np.round(
-        255.0
-        * np.where(
-            (x := np.linspace(0.0, 1.0, _LUT_STEPS)) <= 0.0031308,
-            12.92 * x,
-            1.055 * np.power(x, 1.0 / 2.4) - 0.055,
-        )
-    ),
-    0,
-    255,
+    np.round(255.0 * linear_to_srgb(np.linspace(0.0, 1.0, _LUT_STEPS))), 0, 255
 ).astype(np.uint8)
 
 

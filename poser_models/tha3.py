@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from poser_models.image import linear_to_srgb, load_character, srgb_to_linear
 from poser_models.tha3_keys import (  # the five official files, in pipeline order
     NETWORKS,
     find_variant_dir,
@@ -524,7 +525,7 @@ def rgba8_to_tensor(rgba: np.ndarray) -> Tensor:
     x = rgba.astype(np.float64) / 255.0
     x[rgba[..., 3] == 0] = 0.0
     rgb = np.clip(x[..., :3], 0.0, 1.0)
-    x[..., :3] = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    x[..., :3] = srgb_to_linear(rgb)
     x = x * 2.0 - 1.0
     return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)[None]).astype(np.float32))
 
@@ -533,7 +534,7 @@ def tensor_to_rgba8(image: Tensor) -> np.ndarray:
     """[1, 4, H, W] linear [-1, 1] straight alpha -> sRGB RGBA uint8 (H, W, 4)."""
     x = (image[0].float() + 1.0) * 0.5
     rgb = x[:3].clamp(0.0, 1.0)
-    rgb = torch.where(rgb <= 0.003130804953560372, rgb * 12.92, 1.055 * rgb.pow(1.0 / 2.4) - 0.055)
+    rgb = linear_to_srgb(rgb)
     out = torch.cat([rgb, x[3:4].clamp(0.0, 1.0)], dim=0)
     out = torch.round(out * 255.0).to(torch.uint8)
     return out.permute(1, 2, 0).contiguous().cpu().numpy()
@@ -841,7 +842,6 @@ class THA3Poser:
     def load(self, character: Path | str | np.ndarray) -> None:
         """Read (or take) the character image, check it against the THA3 spec and decompose
         its eyebrows once."""
-        from poser_models.image import load_character
 
         self.set_image(rgba8_to_tensor(load_character(character)))
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from poser_models.image import load_character
+from poser_models.image import linear_to_srgb, load_character, srgb_to_linear
 from poser_models.weights import load_state_dict_checked as load_checked_state_dict
 from puppet.errors import PuppetError
 from puppet.pose import PoseVector
@@ -483,7 +483,7 @@ def image_to_tensor(rgba: np.ndarray) -> torch.Tensor:
     """RGBA uint8 (H, W, 4) -> (1, 4, H, W) float32 as THA4's loader makes it (float32 numpy)."""
     v = rgba.astype(np.float32) / np.float32(255.0)
     rgb = np.clip(v[..., :3], 0.0, 1.0)
-    rgb = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    rgb = srgb_to_linear(rgb).astype(np.float32)
     v = np.concatenate([rgb * v[..., 3:4], v[..., 3:4]], axis=-1) * np.float32(2.0) - np.float32(1)
     return torch.from_numpy(np.ascontiguousarray(v.transpose(2, 0, 1)))[None]
 
@@ -493,7 +493,7 @@ def tensor_to_straight_rgba(image: torch.Tensor) -> np.ndarray:
     v = (image[0].float() + 1) / 2
     alpha = v[3].clamp(0, 1)
     rgb = torch.where(alpha < 1e-5, torch.zeros_like(v[:3]), v[:3] / alpha).clamp_(0, 1)
-    rgb = torch.where(rgb <= 0.0031308, rgb * 12.92, 1.055 * rgb.pow(1 / 2.4) - 0.055)
+    rgb = linear_to_srgb(rgb)
     rgba = torch.cat([rgb, alpha[None]]).mul_(255).round_().clamp_(0, 255)
     return rgba.to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
 

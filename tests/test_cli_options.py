@@ -4,6 +4,7 @@ replaced by a recorder). The error paths run as real subprocesses in test_cli.py
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,6 +158,7 @@ def test_no_generic_top_level_module_in_the_wheel(tmp_path):
     import zipfile
 
     root = Path(__file__).resolve().parents[1]
+    shutil.rmtree(root / "build", ignore_errors=True)  # setuptools keeps stale files there
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "-w", str(tmp_path), str(root)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -116,7 +117,11 @@ def step_wheel(python: Path) -> None:
     ``puppet demo`` and ``puppet doctor`` from another folder. Prints the install's size."""
     with tempfile.TemporaryDirectory(prefix="puppet-wheel-") as temp:
         temp_dir = Path(temp)
+        # setuptools builds in ./build and never deletes files there: a stale module from an
+        # earlier build would otherwise ship in the wheel.
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
         run(python, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", temp_dir / "dist", ".")
+        shutil.rmtree(ROOT / "build", ignore_errors=True)
         wheel = next((temp_dir / "dist").glob("puppet-*.whl"))
         fresh = temp_dir / "venv"
         venv.create(fresh, with_pip=True)

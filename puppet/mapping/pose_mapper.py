@@ -8,7 +8,6 @@ expression overrides -> profile ranges -> clamp.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -195,13 +194,3 @@ class PoseMapper:
         on = name not in self._expressions
         self.set_expression(name, on)
         return on
-
-
-def expression_names() -> tuple[str, ...]:
-    return tuple(EXPRESSIONS)
-
-
-def expression_pose(name: str) -> Mapping[str, float]:
-    if name not in EXPRESSIONS:
-        raise PuppetError(f"Unknown expression {name!r}.", f"Known: {', '.join(EXPRESSIONS)}.")
-    return dict(EXPRESSIONS[name])
