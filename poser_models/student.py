@@ -206,6 +206,11 @@ class StudentManifest:
             raise PuppetError(
                 f"{path} is not valid JSON ({error}).", "Re-run `puppet distill`."
             ) from None
+        if not isinstance(data, dict):
+            raise PuppetError(
+                f"{path} holds a JSON {type(data).__name__}, not a student manifest (an object).",
+                "Re-run `puppet distill`.",
+            )
         if data.get("format") != FORMAT:
             raise PuppetError(
                 f"{path} has format {data.get('format')!r}, expected {FORMAT!r}.",
@@ -320,6 +325,12 @@ class StudentPoser:
             raise PuppetError(
                 f"Cannot read {weights} ({error}).", "The file is damaged: re-run `puppet distill`."
             ) from None
+        for key, tensor in tensors.items():  # NaN/inf weights would pose a blank character
+            if tensor.dtype.kind == "f" and not np.isfinite(tensor).all():
+                raise PuppetError(
+                    f"{weights}: tensor {key!r} holds NaN or infinite values.",
+                    "The file is damaged: re-run `puppet distill`.",
+                )
         return cls(tensors, manifest, folder)
 
     @property
