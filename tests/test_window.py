@@ -186,3 +186,45 @@ def test_window_under_xvfb_turns_keys_into_requests(tmp_path: Path) -> None:
             child.wait()
         server.terminate()
         server.wait(timeout=10)
+
+
+@pytest.mark.parametrize("mirror", [True, False])
+def test_hud_landmarks_lie_on_the_face_in_both_mirror_states(mirror: bool) -> None:
+    """Real mediapipe on the bench face, moved to the left of the frame so a mirrored mesh would
+    land about 60 thumbnail pixels beside it. Where the face is in the thumbnail the user sees is
+    found independently, by tracking that thumbnail itself; the drawn dots must be on it."""
+    import cv2
+
+    from puppet.app.bench import bench_camera_frame
+    from puppet.tracking.tracker import FaceTracker, TrackerOptions
+
+    full = bench_camera_frame()
+    camera = np.zeros_like(full)
+    camera[:, :480] = full[:, 80:560]  # the face at about x = 0.38 of the frame
+    with FaceTracker(TrackerOptions(mode="full", mirror=mirror)) as tracker:
+        observation = tracker.detect(camera, 0)
+    assert observation is not None
+    info = FrameInfo(
+        camera_frame=camera, landmarks=observation.landmarks, mirrored=observation.mirrored
+    )
+    frame = character()
+    layout = hud_layout(frame.shape, info)
+    assert layout.thumbnail is not None
+    tx, ty, tw, th = layout.thumbnail
+    with_dots = draw_hud(frame, info)[ty : ty + th, tx : tx + tw]
+    clean = draw_hud(frame, FrameInfo(camera_frame=camera, mirrored=observation.mirrored))
+    clean = clean[ty : ty + th, tx : tx + tw]
+    dots = (with_dots == LANDMARK).all(axis=2) & ~(clean == LANDMARK).all(axis=2)
+    ys, xs = np.nonzero(dots)
+    assert len(xs) > 200
+    # The face where the user sees it: track the displayed thumbnail (enlarged), unmirrored.
+    shown = cv2.resize(clean, (tw * 4, th * 4), interpolation=cv2.INTER_CUBIC)
+    with FaceTracker(TrackerOptions(mode="full", mirror=False)) as tracker:
+        seen = tracker.detect(shown, 0)
+    assert seen is not None
+    face_x, face_y = seen.landmarks[:, 0].mean() * tw, seen.landmarks[:, 1].mean() * th
+    assert abs(xs.mean() - face_x) < 6 and abs(ys.mean() - face_y) < 6
+    # And the mouth's dense cluster lies under the real mouth (landmarks 13/14: the lips).
+    mouth_x = seen.landmarks[[13, 14], 0].mean() * tw
+    drawn_mouth_x = observation.landmarks[[13, 14], 0].mean() * tw
+    assert abs(drawn_mouth_x - mouth_x) < 6

@@ -1,19 +1,29 @@
-"""`puppet bench`: time each stage of the loop and the whole loop on this machine."""
+"""`puppet bench`: time each stage of the loop and the whole loop on this machine.
+
+The loop figures come from the real live loop (``run_live``: its threads, handoffs and
+outputs) driven by a synthetic camera that stamps each frame with its capture time, into an
+output that records when each frame left: capture-to-output latency as a streamer feels it.
+"""
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from puppet.app.live import load_poser
-from puppet.app.timing import StageStats, StageTimer
+from puppet.app.live import LiveConfig, load_poser, run_live
+from puppet.app.timing import LatencyMeter, StageStats, StageTimer
+from puppet.capture.sources import SyntheticCamera
 from puppet.errors import PuppetError
+from puppet.outputs.base import FrameInfo
+from puppet.outputs.compose import CHROMA_GREEN
+from puppet.outputs.factory import PacedOutput
+from puppet.outputs.vcam import compose_for_camera
 from puppet.paths import BENCH_FACE
 from puppet.pose import PoseVector
 
@@ -21,26 +31,82 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class CameraRun:
+    """One run of the real live loop from a synthetic camera."""
+
+    camera_fps: float
+    fps: float  # frames the loop sent to its outputs per second
+    latency_ms: tuple[float, float] | None  # capture -> output left (p50, p95)
+    stale_dropped: int  # camera frames/poses a newer one replaced between stages
+    output_fps: float | None = None  # paced output: frames it sent per second
+    dropped: int = 0  # paced output: frames never sent (a newer one came first)
+    repeated: int = 0  # paced output: ticks without a new frame
+
+    def to_json(self) -> dict:
+        data: dict = {
+            "camera_fps": self.camera_fps,
+            "fps": round(self.fps, 2),
+            "latency_ms": _latency_json(self.latency_ms),
+            "stale_dropped": self.stale_dropped,
+        }
+        if self.output_fps is not None:
+            data.update(
+                output_fps=round(self.output_fps, 2), dropped=self.dropped, repeated=self.repeated
+            )
+        return data
+
+
+def _latency_json(latency: tuple[float, float] | None) -> dict | None:
+    if latency is None:
+        return None
+    return {"p50": round(latency[0], 1), "p95": round(latency[1], 1)}
+
+
+@dataclass
 class BenchReport:
     poser: str
-    fps: float  # whole loop: tracking + mapping + poser + output
+    fps: float  # whole live loop (tracking, mapping, poser, output) from a fast camera
     poser_fps: float  # poser alone
     stages: dict[str, StageStats]
     peak_rss_mb: float
     notes: list[str]
+    latency_ms: tuple[float, float] | None = None  # capture -> output, same run as ``fps``
+    loop: CameraRun | None = None  # the run behind ``fps`` and ``latency_ms``
+    paced: CameraRun | None = None  # a 30 fps camera into a 30 fps paced output
 
     def to_json(self) -> dict:
         return {
             "poser": self.poser,
             "fps": round(self.fps, 2),
+            "latency_ms": _latency_json(self.latency_ms),
             "poser_fps": round(self.poser_fps, 2),
             "stages": {
                 name: {"mean_ms": round(s.mean_ms, 3), "p95_ms": round(s.p95_ms, 3)}
                 for name, s in self.stages.items()
             },
             "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "loop": self.loop.to_json() if self.loop else None,
+            "paced": self.paced.to_json() if self.paced else None,
             "notes": self.notes,
         }
+
+    def summary(self) -> str:
+        """The one-line result ``puppet bench`` prints under its table."""
+        latency = ""
+        if self.latency_ms is not None:
+            latency = f" (capture->output p50 {self.latency_ms[0]:.1f} ms, "
+            latency += f"p95 {self.latency_ms[1]:.1f} ms)"
+        text = f"loop {self.fps:.1f} fps{latency}, poser alone {self.poser_fps:.1f} fps, "
+        text += f"peak RSS {self.peak_rss_mb:.0f} MB"
+        if self.paced is not None:
+            paced = self.paced
+            p95 = f"{paced.latency_ms[1]:.1f}" if paced.latency_ms else "-"
+            text += (
+                f"; {paced.camera_fps:g} fps camera -> paced output "
+                f"{paced.output_fps or 0:.1f} fps, p95 {p95} ms, "
+                f"{paced.dropped} dropped, {paced.repeated} repeated"
+            )
+        return text
 
 
 def _peak_rss_mb() -> float:
@@ -113,6 +179,48 @@ def _random_poses(count: int, seed: int = 0) -> list[PoseVector]:
     return poses
 
 
+class LatencyProbe:
+    """The benchmark's output: does what the virtual camera does with a frame (composite it
+    over chroma green at the camera's size) and records when each frame left
+    (capture -> sent, ms)."""
+
+    name = "latency probe"
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.frames = 0
+
+    def send(self, frame: np.ndarray, info: FrameInfo | None = None) -> None:
+        compose_for_camera(frame, CHROMA_GREEN, frame.shape[1], frame.shape[0])
+        self.frames += 1
+        if info is not None and info.captured_at is not None:
+            self.latencies.append((time.perf_counter() - info.captured_at) * 1000.0)
+
+    def close(self) -> None:
+        pass
+
+
+def _camera_run(
+    config: LiveConfig, camera_fps: float, *, paced_fps: float | None
+) -> tuple[CameraRun, dict[str, StageStats]]:
+    """The real live loop (threads, handoffs, outputs) from a synthetic camera showing the
+    bench face, into a latency probe (paced at ``paced_fps`` like the virtual camera, or not)."""
+    probe = LatencyProbe()
+    paced = PacedOutput(probe, paced_fps) if paced_fps else None
+    camera = SyntheticCamera(bench_camera_frame(), camera_fps)
+    report = run_live(config, source=camera, extra_outputs=[paced or probe])
+    run = CameraRun(camera_fps, report.fps, report.latency_ms, report.stale_dropped)
+    if paced is not None:
+        stats = paced.stats()
+        latency = LatencyMeter()
+        for ms in paced.latencies:
+            latency.add(ms)
+        run.latency_ms = latency.percentiles()
+        run.output_fps = stats.sent / report.seconds if report.seconds else 0.0
+        run.dropped, run.repeated = stats.dropped, stats.repeated
+    return run, report.stages
+
+
 def run_bench(
     poser_spec: str = "default",
     *,
@@ -120,8 +228,12 @@ def run_bench(
     character: Path | None = None,
     tracker: str = "full",
     device: str = "cpu",
+    camera_fps: float = 60.0,
 ) -> BenchReport:
-    """Half the time on the poser alone, half on the whole loop into a real .mp4 output."""
+    """A quarter of the time on the poser alone, then the real live loop (``run_live``: the
+    tracker, mapping, poser and an output on their threads) twice: from a ``camera_fps``
+    synthetic camera (faster than the loop: its fps and latency are the loop's own), then from
+    a 30 fps one into an output paced at 30 fps (the virtual camera's case)."""
     notes: list[str] = []
     poser = load_poser(poser_spec, character, device)
     poses = _random_poses(64)
@@ -129,57 +241,27 @@ def run_bench(
     timer = StageTimer()
 
     # Poser alone.
-    deadline = time.perf_counter() + seconds / 2
+    deadline = time.perf_counter() + seconds / 4
     count = 0
     start = time.perf_counter()
     while time.perf_counter() < deadline or count < 3:
         with timer.stage("poser"):
-            image = poser.pose(poses[count % len(poses)])
+            poser.pose(poses[count % len(poses)])
         count += 1
     poser_fps = count / (time.perf_counter() - start)
+    del poser  # the live runs load their own
+    gc.collect()
 
-    # Whole loop: tracking -> mapping -> poser -> outputs (an mp4 written to a temp dir).
-    frame = bench_camera_frame()
-    from puppet.mapping.pose_mapper import PoseMapper
-    from puppet.tracking.tracker import FaceTracker, TrackerOptions
-
-    tracker_obj = FaceTracker(TrackerOptions(mode=tracker, mirror=True))
-    mapper = PoseMapper(None)
-    from puppet.outputs.factory import open_output
-
-    loop_timer = StageTimer()
-    with tempfile.TemporaryDirectory() as temp:
-        height, width = image.shape[:2]
-        output = open_output(
-            str(Path(temp) / "bench.mp4"),
-            width=width,
-            height=height,
-            fps=30.0,
-            background=None,
-            controls=None,
-        )
-        try:
-            deadline = time.perf_counter() + seconds / 2
-            frames = 0
-            start = time.perf_counter()
-            while time.perf_counter() < deadline or frames < 3:
-                t = time.perf_counter() - start
-                pose = poses[frames % len(poses)]
-                if tracker_obj is not None and frame is not None:
-                    with loop_timer.stage("tracking"):
-                        observation = tracker_obj.detect(frame, int(t * 1000) + frames)
-                    with loop_timer.stage("mapping"):
-                        pose = mapper.update(observation, t)
-                with loop_timer.stage("poser"):
-                    image = poser.pose(pose)
-                with loop_timer.stage("outputs"):
-                    output.send(image)
-                frames += 1
-            loop_fps = frames / (time.perf_counter() - start)
-        finally:
-            output.close()
-            if tracker_obj is not None:
-                tracker_obj.close()
-    stages = loop_timer.stats()
+    config = LiveConfig(
+        poser=poser_spec, character=character, outputs=[], tracker=tracker, mirror=True,
+        seconds=seconds * 3 / 8, fps=30.0, device=device,
+    )  # fmt: skip
+    loop, stages = _camera_run(config, camera_fps, paced_fps=None)
+    paced, _ = _camera_run(config, 30.0, paced_fps=30.0)
     stages["poser_only"] = timer.stats()["poser"]
-    return BenchReport(poser_spec, loop_fps, poser_fps, stages, _peak_rss_mb(), notes)
+    if loop.latency_ms is None:
+        notes.append("no frame reached the output: no latency figure")
+    return BenchReport(
+        poser_spec, loop.fps, poser_fps, stages, _peak_rss_mb(), notes,
+        latency_ms=loop.latency_ms, loop=loop, paced=paced,
+    )  # fmt: skip

@@ -2,6 +2,13 @@
 
 ``run_live`` drives the outputs in real time from a camera, a video file or a pose track;
 ``render`` turns a pose track or a face video into a file, one output frame per input frame.
+
+The live loop runs its stages at the same time on three threads (mediapipe, OpenCV and numpy
+release the GIL): tracking + mapping of frame N+1, the poser on frame N, and the outputs (the
+caller's thread, where the preview window lives) on frame N-1. Each stage hands its newest
+result to the next through a one-slot ``Handoff``: nothing queues up, nothing goes out of
+order, and a slow stage simply works on the newest frame. Every frame carries its capture time,
+so the capture-to-output latency is measured (p50/p95 in the HUD, the end line and ``bench``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from poser_models.registry import Poser, create_poser
-from puppet.app.timing import RateMeter, StageStats, StageTimer
-from puppet.capture.sources import FrameSource, parse_source
+from puppet.app.handoff import Closed, Handoff
+from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
+from puppet.capture.sources import FrameSource, LiveSource, parse_source
 from puppet.errors import PuppetError
-from puppet.outputs.base import FrameInfo, LiveControls
-from puppet.outputs.factory import open_output, open_outputs
+from puppet.outputs.base import FrameInfo, LiveControls, Output, PacingStats
+from puppet.outputs.factory import OutputSet, open_output, open_outputs
 from puppet.paths import DEFAULT_STUDENT_DIR, models_dir
 from puppet.pose import PoseVector
 from puppet.pose_track import PoseTrackWriter, SessionRecorder, TrackReader, count_track_frames
@@ -51,6 +59,7 @@ class LiveConfig:
     device: str = "cpu"
     vcam_device: str | None = None
     browser_port: int | None = None
+    loop: bool = False  # replay a video-file source from its start when it ends
 
 
 @dataclass
@@ -61,12 +70,22 @@ class RunReport:
     stages: dict[str, StageStats]
     outputs: list[str]
     dropped_outputs: list[str]
+    latency_ms: tuple[float, float] | None = None  # capture -> output (p50, p95)
+    pacing: dict[str, PacingStats] = field(default_factory=dict)  # paced outputs, live files
+    stale_dropped: int = 0  # camera frames/poses a newer one replaced (the loop was slower)
 
     def summary(self) -> str:
         parts = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"]
+        if self.latency_ms is not None:
+            p50, p95 = self.latency_ms
+            parts.append(f"latency p50 {p50:.0f} ms, p95 {p95:.0f} ms")
         stage_text = ", ".join(f"{k} {v.mean_ms:.1f} ms" for k, v in self.stages.items())
         if stage_text:
             parts.append(stage_text)
+        if self.stale_dropped:
+            parts.append(f"{self.stale_dropped} stale camera frames dropped")
+        for name, stats in self.pacing.items():
+            parts.append(f"{name}: {stats.text()}")
         return "; ".join(parts)
 
 
@@ -217,31 +236,254 @@ class _TrackPlayer:
 # The live loop
 
 
+@dataclass
+class _Posed:
+    """A pose on its way from the tracking stage to the poser and the outputs."""
+
+    t: float  # seconds since the loop started: the capture time (the track time for tracks)
+    pose: PoseVector
+    captured_at: float  # time.perf_counter() of the capture (when a track line was due)
+    tracking: str = "off"
+    camera_frame: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
+    mirrored: bool = False
+
+
+class _Stages:
+    """The live loop's worker threads: a producer (tracking + mapping of camera frames, or the
+    track player) and the poser, each handing its newest result to the next stage through a
+    one-slot ``Handoff``; the caller's thread runs the outputs.
+
+    Tracking frame N+1 overlaps the poser's work on frame N. The producer starts tracking only
+    once the poser has taken the previous pose, and then only so late that its pose is ready
+    when the poser is (``_just_in_time``): tracking further ahead would give the poser an older
+    face and take the core it needs. A worker's exception stops the loop and is re-raised by
+    ``join``.
+    """
+
+    STALL_S = 0.25  # a connected camera silent this long counts as a lost face
+
+    def __init__(
+        self,
+        config: LiveConfig,
+        *,
+        poser: Poser,
+        first_image: np.ndarray,
+        timer: StageTimer,
+        controls: LiveControls,
+        start: float,
+        source: LiveSource | None,
+        face_to_pose: FaceToPose | None,
+        player: _TrackPlayer | None,
+    ) -> None:
+        self.config = config
+        self.poser = poser
+        self.last_image = first_image
+        self.timer = timer
+        self.controls = controls
+        self.start = start
+        self.source = source
+        self.face_to_pose = face_to_pose
+        self.player = player
+        lossless = player is not None  # every line of a track reaches the outputs
+        self.poses: Handoff[_Posed] = Handoff(lossless=lossless)
+        self.frames: Handoff[tuple[np.ndarray, _Posed]] = Handoff(lossless=lossless)
+        self.halt = threading.Event()
+        self.errors: list[BaseException] = []
+        self._joined = False
+        self._poser_ms = 0.0
+        self._tracking_ms = 0.0
+        self._threads = [
+            threading.Thread(target=self._guard, args=(self._produce,), name="puppet-tracking"),
+            threading.Thread(target=self._guard, args=(self._pose,), name="puppet-poser"),
+        ]
+
+    @property
+    def stale_dropped(self) -> int:
+        """Camera frames, poses and images replaced by newer ones (never queued)."""
+        source = getattr(self.source, "dropped", 0)
+        return source + self.poses.dropped + self.frames.dropped
+
+    def begin(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self) -> None:
+        """Stop the workers and wait for them; re-raise the first worker error (once)."""
+        if self._joined:
+            return
+        self._joined = True
+        self.halt.set()
+        self.poses.close()
+        self.frames.close()
+        for thread in self._threads:
+            if thread.ident is not None:
+                thread.join(timeout=10.0)
+        if self.errors:
+            raise self.errors[0]
+
+    def _guard(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Closed:
+            pass
+        except BaseException as error:  # noqa: BLE001 - handed to the loop's thread by join()
+            self.errors.append(error)
+            self.halt.set()
+        finally:
+            # Downstream sees the end (a finished file or track, or an error).
+            if work == self._produce:
+                self.poses.close()
+            else:
+                self.frames.close()
+
+    def _put(self, handoff: Handoff, item: object) -> None:
+        while not handoff.put(item, timeout=0.1):  # lossless: wait, but not past a stop
+            if self.halt.is_set():
+                raise Closed
+
+    # -- producer ----------------------------------------------------------------------------
+    def _produce(self) -> None:
+        if self.player is not None:
+            self._play_track()
+        else:
+            self._track_camera()
+
+    def _play_track(self) -> None:
+        player, config = self.player, self.config
+        assert player is not None
+        offset = player.start_time
+        while not self.halt.is_set() and not player.finished:
+            with self.timer.stage("track"):
+                track_t, pose = player.next_pose()
+            # Pace to the track's own timing (a track may start later than t=0).
+            delay = self.start + track_t - offset - time.perf_counter()
+            if config.seconds is not None:  # never wait past the end of the session
+                delay = min(delay, self.start + config.seconds - time.perf_counter())
+            if delay > 0 and self.halt.wait(delay):
+                return
+            self.controls.take()  # tracks have nothing to recalibrate; quit is an event
+            now = time.perf_counter()
+            self._put(self.poses, _Posed(now - self.start, pose, now))
+
+    def _just_in_time(self) -> None:
+        """Wait for the poser to take the last pose, then until tracking a new frame now
+        would finish just as the poser finishes its current frame."""
+        while not self.poses.wait_empty(0.1):
+            if self.halt.is_set():
+                raise Closed
+        ms = self.timer.last_ms
+        # Smoothed stage times: one slow frame must not shift the schedule.
+        self._poser_ms += 0.1 * (ms.get("poser", 0.0) - self._poser_ms)
+        self._tracking_ms += 0.1 * (ms.get("tracking", 0.0) - self._tracking_ms)
+        ready = self.poses.taken_at + (self._poser_ms - self._tracking_ms - 3.0) / 1000.0
+        delay = ready - time.perf_counter()
+        if delay > 0:
+            self.halt.wait(min(delay, 0.1))
+
+    def _track_camera(self) -> None:
+        source, face_to_pose, config = self.source, self.face_to_pose, self.config
+        assert source is not None and face_to_pose is not None
+        source.start()  # a video file plays from its first frame now that the loop is ready
+        period = 1.0 / config.fps
+        last_frame = time.perf_counter()
+        while not self.halt.is_set():
+            self._just_in_time()
+            with self.timer.stage("capture"):
+                captured = source.read(timeout=period)
+            for action in self.controls.take():
+                face_to_pose.handle(action)
+            now = time.perf_counter()
+            if captured is None:
+                if source.is_file and source.finished:
+                    return
+                if source.connected and now - last_frame < self.STALL_S:
+                    continue  # no new frame yet
+                # Camera gone or stalled: keep animating (face lost), at the output rate.
+                with self.timer.stage("mapping"):
+                    pose = face_to_pose.mapper.update(None, now - self.start)
+                item = _Posed(now - self.start, pose, now, face_to_pose.state)
+            else:
+                last_frame = now
+                t = max(captured.captured_at - self.start, 0.0)
+                pose = face_to_pose(captured.image, t)
+                observation = face_to_pose.last_observation
+                item = _Posed(
+                    t,
+                    pose,
+                    captured.captured_at,
+                    face_to_pose.state,
+                    camera_frame=captured.image,
+                    landmarks=getattr(observation, "landmarks", None),
+                    mirrored=bool(getattr(observation, "mirrored", False)),
+                )
+            self._put(self.poses, item)
+
+    # -- poser -------------------------------------------------------------------------------
+    def _pose(self) -> None:
+        failed = False
+        while not self.halt.is_set():
+            item = self.poses.take(timeout=0.1)
+            if item is None:
+                continue
+            with self.timer.stage("poser"):
+                try:
+                    image = self.poser.pose(item.pose)
+                except Exception as error:  # noqa: BLE001 - the stream must not go dark
+                    if not failed:
+                        log.warning("the poser failed (showing the last frame): %s", error)
+                        failed = True
+                    image = self.last_image
+                else:
+                    self.last_image = image
+            self._put(self.frames, (image, item))
+
+
+def _poll_interactive(outputs: OutputSet) -> None:
+    """Keep windows responsive (events, hotkeys) while no new frame comes."""
+    for output in outputs.outputs:
+        poll = getattr(output, "poll", None)
+        if poll is not None:
+            poll()
+
+
 def run_live(
     config: LiveConfig,
     *,
     stop: threading.Event | None = None,
     on_frame: Callable[[np.ndarray, FrameInfo], None] | None = None,
+    source: LiveSource | None = None,
+    extra_outputs: Sequence[Output] = (),
 ) -> RunReport:
-    """Run until Ctrl+C, the end of a file/track, ``frames``/``seconds``, or a quit hotkey."""
+    """Run until Ctrl+C, the end of a file/track, ``frames``/``seconds``, or a quit hotkey.
+
+    ``source`` replaces ``config.source`` with a ready source (``puppet bench``'s synthetic
+    camera); ``extra_outputs`` are added to the outputs as they are (tests, the benchmark's
+    latency probe). ``on_frame`` is called on the outputs' thread after each frame went out.
+    """
     stop = stop or threading.Event()
     controls = LiveControls()
     timer = StageTimer()
     rate = RateMeter()
+    latency = LatencyMeter()
+    index = 0
+    start = time.perf_counter()
+    player: _TrackPlayer | None = None
+    stages: _Stages | None = None
     with ExitStack() as stack:
         # Cheap checks first: a bad source or track fails before the poser loads.
-        player: _TrackPlayer | None = None
-        source: FrameSource | None = None
         face_to_pose: FaceToPose | None = None
-        if is_track(config.source):
+        if source is not None:
+            stack.callback(source.close)
+        elif is_track(config.source):
             player = _TrackPlayer(Path(config.source))
-            stack.callback(player.close)
         else:
-            source = stack.enter_context(FrameSource(parse_source(config.source)))
+            # Opened now (a bad file fails early), read once the loop is ready.
+            source = FrameSource(parse_source(config.source), start=False, loop=config.loop)
+            stack.callback(source.close)
         poser = load_poser(config.poser, config.character, config.device)
-        last_image = poser.pose(PoseVector())  # also what is shown if a pose ever fails
-        poser_failed = False
-        height, width = last_image.shape[:2]
+        first_image = poser.pose(PoseVector())  # also what is shown if a pose ever fails
+        height, width = first_image.shape[:2]
         if source is not None:
             face_to_pose = FaceToPose(
                 tracker=config.tracker,
@@ -255,18 +497,28 @@ def run_live(
         fps = player.fps if player is not None else config.fps
         # Failed outputs are reported once and dropped (a missing virtual camera is retried);
         # on an error every file is aborted, on a normal end or Ctrl+C they are finished.
-        outputs = stack.enter_context(
-            open_outputs(
-                config.outputs,
-                width=width,
-                height=height,
-                fps=fps,
-                background=config.background,
-                controls=controls,
-                vcam_device=config.vcam_device,
-                browser_port=config.browser_port,
+        # Live: the virtual camera and browser are paced on their own threads and files are
+        # encoded on theirs; camera-driven files are stamped by the wall clock (real speed).
+        if config.outputs:
+            outputs = stack.enter_context(
+                open_outputs(
+                    config.outputs,
+                    width=width,
+                    height=height,
+                    fps=fps,
+                    background=config.background,
+                    controls=controls,
+                    vcam_device=config.vcam_device,
+                    browser_port=config.browser_port,
+                    live=True,
+                    lossless=player is not None,
+                    wall_clock=player is None,
+                )
             )
-        )
+        else:
+            outputs = stack.enter_context(OutputSet())
+        for output in extra_outputs:
+            outputs.add(output)
         names = [output.name for output in outputs.outputs]
         recorder = None
         if config.record is not None:
@@ -277,78 +529,58 @@ def run_live(
 
         log.info("live: %s -> %s", config.source, ", ".join(names) or "no outputs")
         start = time.perf_counter()
-        player_offset = player.start_time if player is not None else 0.0
-        index = 0
-        pose = PoseVector()
+        stages = _Stages(
+            config, poser=poser, first_image=first_image, timer=timer, controls=controls,
+            start=start, source=source, face_to_pose=face_to_pose, player=player,
+        )  # fmt: skip
+        # Unwinding stops the workers first, before the tracker, source and files close.
+        stack.callback(stages.join)
+        stages.begin()
+        last_sent = time.perf_counter()
         while not stop.is_set() and not controls.stop_requested.is_set():
             if config.frames is not None and index >= config.frames:
                 break
-            t = time.perf_counter() - start
-            if config.seconds is not None and t >= config.seconds:
+            if config.seconds is not None and time.perf_counter() - start >= config.seconds:
                 break
-            camera_frame = None
-            tracking_state = "off"
-            if player is not None:
-                if player.finished:
-                    break
-                with timer.stage("track"):
-                    track_t, pose = player.next_pose()
-                # Pace to the track's own timing (a track may start later than t=0).
-                delay = start + track_t - player_offset - time.perf_counter()
-                if config.seconds is not None:  # never wait past the end of the session
-                    delay = min(delay, start + config.seconds - time.perf_counter())
-                if delay > 0:
-                    stop.wait(delay)
-            else:
-                assert source is not None and face_to_pose is not None
-                with timer.stage("capture"):
-                    captured = source.read(timeout=1.0 / config.fps)
-                if captured is None:
-                    if source.is_file and source.finished:
-                        break
-                    if source.connected:
-                        continue  # no new frame yet
-                    # Camera gone (unplugged, reconnecting): keep animating, face lost.
-                    with timer.stage("mapping"):
-                        pose = face_to_pose.mapper.update(None, t)
-                else:
-                    camera_frame = captured.image
-                    pose = face_to_pose(camera_frame, t)
-                tracking_state = face_to_pose.state
-                for action in controls.take():
-                    face_to_pose.handle(action)
-            with timer.stage("poser"):
-                try:
-                    image = poser.pose(pose)
-                except Exception as error:  # noqa: BLE001 - the stream must not go dark
-                    if not poser_failed:
-                        log.warning("the poser failed (showing the last frame): %s", error)
-                        poser_failed = True
-                    image = last_image
-                else:
-                    last_image = image
+            try:
+                got = stages.frames.take(timeout=0.05)
+            except Closed:
+                break  # the file or track ended, or a worker failed (join raises it)
+            if got is None:
+                if time.perf_counter() - last_sent > 0.1:
+                    _poll_interactive(outputs)  # a slow poser must not freeze the window
+                continue
+            image, item = got
             info = FrameInfo(
                 index=index,
-                t=t,
+                t=item.t,
                 fps=rate.tick(),
                 stage_ms=dict(timer.last_ms),
-                tracking=tracking_state,
-                pose=pose,
-                camera_frame=camera_frame,
-                landmarks=getattr(
-                    getattr(face_to_pose, "last_observation", None), "landmarks", None
-                ),
+                tracking=item.tracking,
+                pose=item.pose,
+                camera_frame=item.camera_frame,
+                landmarks=item.landmarks,
+                mirrored=item.mirrored,
+                captured_at=item.captured_at,
+                latency_ms=latency.percentiles(recent=90),
+                pacing=outputs.pacing(),
             )
             with timer.stage("outputs"):
                 outputs.send(image, info)
+            last_sent = time.perf_counter()
+            latency.add((last_sent - item.captured_at) * 1000.0)
             if recorder is not None:
-                recorder.write(t, pose)
+                recorder.write(item.t, item.pose)
             if on_frame is not None:
                 on_frame(image, info)
             index += 1
+        stages.join()
         elapsed = time.perf_counter() - start
+        # Counted again after the files are finished (their queues drained).
+        counted = [o for o in outputs.outputs if hasattr(o, "stats")]
+    pacing = {output.name: output.stats() for output in counted}  # type: ignore[attr-defined]
     if player is not None and player.error is not None:
-        raise player.error  # a bad line: the outputs hold everything before it
+        raise player.error  # a bad line ended the track; the outputs are finished
     return RunReport(
         frames=index,
         seconds=elapsed,
@@ -356,6 +588,9 @@ def run_live(
         stages=timer.stats(),
         outputs=names,
         dropped_outputs=list(outputs.failures),
+        latency_ms=latency.percentiles(),
+        pacing=pacing,
+        stale_dropped=stages.stale_dropped if stages is not None else 0,
     )
 
 

@@ -42,6 +42,7 @@ class LiveSource(Protocol):
     is_file: bool
     fps: float
     connected: bool
+    dropped: int
 
     def start(self) -> None: ...
 
@@ -133,6 +134,7 @@ class FrameSource:
         self._latest: CapturedFrame | None = None
         self._taken_index = -1
         self._finished = False
+        self.dropped = 0  # frames replaced by a newer one before the consumer took them
         self.connected = True
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="puppet-capture", daemon=True)
@@ -177,6 +179,8 @@ class FrameSource:
                 if delay > 0:
                     self._stop.wait(delay)
             with self._lock:
+                if self._latest is not None and self._latest.index > self._taken_index:
+                    self.dropped += 1
                 self._latest = CapturedFrame(image, index, stamp, time.perf_counter())
                 self._lock.notify_all()
             index += 1
@@ -268,6 +272,7 @@ class SyntheticCamera:
         self.fps = float(fps)
         self.connected = True
         self.frames_made = 0
+        self.dropped = 0  # frames replaced by a newer one before the consumer took them
         self._image = np.ascontiguousarray(image)
         self._stall_after = stall_after
         self._stall_s = stall_s
@@ -300,6 +305,8 @@ class SyntheticCamera:
             image = np.roll(self._image, shift, axis=1)
             captured = CapturedFrame(image, index, index * period, time.perf_counter())
             with self._lock:
+                if self._latest is not None and self._latest.index > self._taken_index:
+                    self.dropped += 1
                 self._latest = captured
                 self._lock.notify_all()
             self.frames_made += 1
