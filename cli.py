@@ -311,6 +311,9 @@ def live(
     vcam_device: Annotated[str | None, typer.Option(help="Virtual camera device.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the browser output.")] = None,
     device: Device = "cpu",
+    loop: Annotated[
+        bool, typer.Option("--loop", help="Replay a video-file source when it ends.")
+    ] = False,
 ):
     """Puppeteer the character live: camera -> tracking -> poser -> outputs."""
     from puppet.app.live import LiveConfig, run_live
@@ -343,6 +346,7 @@ def live(
         device=device,
         vcam_device=vcam_device,
         browser_port=port,
+        loop=loop,
     )
     report = run(lambda: run_live(config))
     err_console.print(report.summary())
@@ -522,10 +526,7 @@ def bench(
     for name, stats in report.stages.items():
         table.add_row(name, f"{stats.mean_ms:.2f}", f"{stats.p95_ms:.2f}")
     console.print(table)
-    console.print(
-        f"loop {report.fps:.1f} fps, poser alone {report.poser_fps:.1f} fps, "
-        f"peak RSS {report.peak_rss_mb:.0f} MB"
-    )
+    console.print(report.summary())
     for note in report.notes:
         console.print(f"note: {note}")
 
