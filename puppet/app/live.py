@@ -28,12 +28,14 @@ from poser_models.registry import Poser, create_poser
 from puppet.app.handoff import Closed, Handoff
 from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
 from puppet.capture.sources import FrameSource, LiveSource, parse_source
+from puppet.device import check_device
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo, LiveControls, Output, PacingStats
 from puppet.outputs.factory import OutputSet, open_output, open_outputs
 from puppet.paths import DEFAULT_STUDENT_DIR, models_dir
 from puppet.pose import PoseVector
 from puppet.pose_track import PoseTrackWriter, SessionRecorder, TrackReader, count_track_frames
+from puppet.students import choose_poser, fallback_warning, measure_seconds_per_frame
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,28 @@ def is_track(source: str | Path) -> bool:
 
 
 def load_poser(spec: str, character: Path | None, device: str) -> Poser:
-    """The poser for ``spec`` ("default" is the bundled student), loaded with ``character``."""
-    return create_poser(
-        spec, character, device, default_student=DEFAULT_STUDENT_DIR, models_dir=models_dir()
+    """The poser for ``spec``, loaded with ``character``.
+
+    ``default`` is the character's own student: the bundled one for the bundled character,
+    the one ``puppet distill`` stored for any other, else THA3 with one warning saying how
+    fast it runs and how to train the student (``puppet.students.choose_poser``).
+    """
+    choice = choose_poser(
+        spec, character, default_student=DEFAULT_STUDENT_DIR, models_root=models_dir()
     )
+    if choice.spec.startswith("tha"):  # THA3 / THA4 run on ``device``; the student is CPU-only
+        check_device(device)
+    poser = create_poser(
+        choice.spec,
+        character,
+        device,
+        default_student=DEFAULT_STUDENT_DIR,
+        models_dir=models_dir(),
+    )
+    if choice.fallback is not None and character is not None:
+        seconds = measure_seconds_per_frame(poser)
+        log.warning(fallback_warning(character, choice.fallback, seconds))
+    return poser
 
 
 class FaceToPose:
@@ -454,12 +474,14 @@ def run_live(
     on_frame: Callable[[np.ndarray, FrameInfo], None] | None = None,
     source: LiveSource | None = None,
     extra_outputs: Sequence[Output] = (),
+    poser: Poser | None = None,
 ) -> RunReport:
     """Run until Ctrl+C, the end of a file/track, ``frames``/``seconds``, or a quit hotkey.
 
     ``source`` replaces ``config.source`` with a ready source (``puppet bench``'s synthetic
     camera); ``extra_outputs`` are added to the outputs as they are (tests, the benchmark's
-    latency probe). ``on_frame`` is called on the outputs' thread after each frame went out.
+    latency probe); ``poser`` is a loaded poser to use instead of ``config.poser``.
+    ``on_frame`` is called on the outputs' thread after each frame went out.
     """
     stop = stop or threading.Event()
     controls = LiveControls()
@@ -481,7 +503,8 @@ def run_live(
             # Opened now (a bad file fails early), read once the loop is ready.
             source = FrameSource(parse_source(config.source), start=False, loop=config.loop)
             stack.callback(source.close)
-        poser = load_poser(config.poser, config.character, config.device)
+        if poser is None:
+            poser = load_poser(config.poser, config.character, config.device)
         first_image = poser.pose(PoseVector())  # also what is shown if a pose ever fails
         height, width = first_image.shape[:2]
         if source is not None:
