@@ -7,7 +7,6 @@ output that records when each frame left: capture-to-output latency as a streame
 
 from __future__ import annotations
 
-import gc
 import logging
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from poser_models.registry import Poser
 from puppet.app.live import LiveConfig, load_poser, run_live
 from puppet.app.timing import LatencyMeter, StageStats, StageTimer
 from puppet.capture.sources import SyntheticCamera
@@ -41,6 +41,9 @@ class CameraRun:
     output_fps: float | None = None  # paced output: frames it sent per second
     dropped: int = 0  # paced output: frames never sent (a newer one came first)
     repeated: int = 0  # paced output: ticks without a new frame
+    # CPU time of the whole process (all its threads) per frame sent: what the loop costs,
+    # whatever else runs on the machine (wall-clock figures depend on that).
+    cpu_ms_per_frame: float = 0.0
 
     def to_json(self) -> dict:
         data: dict = {
@@ -48,6 +51,7 @@ class CameraRun:
             "fps": round(self.fps, 2),
             "latency_ms": _latency_json(self.latency_ms),
             "stale_dropped": self.stale_dropped,
+            "cpu_ms_per_frame": round(self.cpu_ms_per_frame, 2),
         }
         if self.output_fps is not None:
             data.update(
@@ -98,6 +102,8 @@ class BenchReport:
             latency += f"p95 {self.latency_ms[1]:.1f} ms)"
         text = f"loop {self.fps:.1f} fps{latency}, poser alone {self.poser_fps:.1f} fps, "
         text += f"peak RSS {self.peak_rss_mb:.0f} MB"
+        if self.loop is not None:
+            text += f", {self.loop.cpu_ms_per_frame:.1f} CPU-ms per loop frame"
         if self.paced is not None:
             paced = self.paced
             p95 = f"{paced.latency_ms[1]:.1f}" if paced.latency_ms else "-"
@@ -201,15 +207,26 @@ class LatencyProbe:
 
 
 def _camera_run(
-    config: LiveConfig, camera_fps: float, *, paced_fps: float | None
+    config: LiveConfig, poser: Poser, camera_fps: float, *, paced_fps: float | None
 ) -> tuple[CameraRun, dict[str, StageStats]]:
     """The real live loop (threads, handoffs, outputs) from a synthetic camera showing the
     bench face, into a latency probe (paced at ``paced_fps`` like the virtual camera, or not)."""
     probe = LatencyProbe()
     paced = PacedOutput(probe, paced_fps) if paced_fps else None
     camera = SyntheticCamera(bench_camera_frame(), camera_fps)
-    report = run_live(config, source=camera, extra_outputs=[paced or probe])
+    cpu_before = time.process_time()
+    counted: list[float] = []
+
+    def count(image: np.ndarray, info: FrameInfo) -> None:
+        if not counted:  # from the first frame on: the loading is not the loop's cost
+            counted.append(time.process_time())
+
+    report = run_live(
+        config, source=camera, extra_outputs=[paced or probe], on_frame=count, poser=poser
+    )
+    cpu = time.process_time() - (counted[0] if counted else cpu_before)
     run = CameraRun(camera_fps, report.fps, report.latency_ms, report.stale_dropped)
+    run.cpu_ms_per_frame = 1000.0 * cpu / max(report.frames - 1, 1)
     if paced is not None:
         stats = paced.stats()
         latency = LatencyMeter()
@@ -249,15 +266,13 @@ def run_bench(
             poser.pose(poses[count % len(poses)])
         count += 1
     poser_fps = count / (time.perf_counter() - start)
-    del poser  # the live runs load their own
-    gc.collect()
 
     config = LiveConfig(
         poser=poser_spec, character=character, outputs=[], tracker=tracker, mirror=True,
         seconds=seconds * 3 / 8, fps=30.0, device=device,
     )  # fmt: skip
-    loop, stages = _camera_run(config, camera_fps, paced_fps=None)
-    paced, _ = _camera_run(config, 30.0, paced_fps=30.0)
+    loop, stages = _camera_run(config, poser, camera_fps, paced_fps=None)
+    paced, _ = _camera_run(config, poser, 30.0, paced_fps=30.0)
     stages["poser_only"] = timer.stats()["poser"]
     if loop.latency_ms is None:
         notes.append("no frame reached the output: no latency figure")

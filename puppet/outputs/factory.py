@@ -119,10 +119,11 @@ class PacedOutput:
     docstring). ``repeat``: on a tick without a new frame send the previous one again (a
     virtual camera expects a steady stream); otherwise the tick is only counted as repeated.
 
-    A tick waits up to half a period for a frame that is late, and the schedule re-anchors on
-    a late frame, so a camera at the same rate as the output is followed frame for frame with
-    no added wait (the output phase-locks to the source). ``latencies`` holds the
-    capture->sent latency (ms) of every new frame that had a capture time.
+    A new frame within a quarter period of its tick goes out at once, a tick waits up to half a
+    period for a late frame, and the schedule re-anchors on a late frame, so a camera at the
+    output's rate is followed frame for frame with no added wait (the output phase-locks to
+    the source) while a faster loop is thinned to fps. ``latencies`` holds the capture->sent
+    latency (ms) of every new frame that had a capture time.
     """
 
     def __init__(self, inner: Output, fps: float, *, repeat: bool = True) -> None:
@@ -169,24 +170,27 @@ class PacedOutput:
             self._cond.wait(remaining)
 
     def _run(self) -> None:
-        period, grace = self.period, self.period / 2
-        next_due: float | None = None
+        period = self.period
+        early = period / 4  # a new frame this close to its tick goes out at once
+        next_due: float | None = None  # the tick the next frame belongs to
+        last_sent = -1e9
         last: tuple[np.ndarray, FrameInfo | None] | None = None
         while True:
             with self._cond:
-                limit = time.perf_counter() + 0.25 if next_due is None else next_due + grace
+                limit = time.perf_counter() + 0.25 if next_due is None else next_due + period / 2
                 self._wait(limit, for_frame=True)
                 if self._stop:
                     return
-                item = self._pending
-                if item is not None and next_due is not None:
-                    # Early: hold it to the tick; a newer frame meanwhile replaces it.
-                    self._wait(next_due, for_frame=False)
+                if self._pending is not None and next_due is not None:
+                    # Too early (or too soon after the last one): hold it, a newer frame
+                    # meanwhile replaces it. The average rate never exceeds fps.
+                    hold = max(next_due - early, last_sent + period / 2)
+                    self._wait(hold, for_frame=False)
                     if self._stop:
                         return
-                    item = self._pending
-                self._pending = None
+                item, self._pending = self._pending, None
             now = time.perf_counter()
+            fresh = item is not None
             if item is None:
                 if next_due is None or last is None:
                     continue
@@ -195,24 +199,23 @@ class PacedOutput:
                 if not self.repeat:
                     continue
                 item = last
-                fresh = False
             else:
-                # On time: keep the schedule; late: re-anchor on this frame.
-                on_time = next_due is not None and now <= next_due + grace / 4
-                next_due = next_due + period if on_time and next_due is not None else now + period
-                fresh = True
+                # On schedule: keep it; late (a source slower than fps, or a stall): re-anchor
+                # on this frame, so a source at the output's rate is followed without waiting.
+                late = next_due is None or now > next_due + period / 2
+                next_due = now + period if late or next_due is None else next_due + period
             try:
                 self.inner.send(*item)
             except BaseException as error:  # noqa: BLE001 - handed to the loop by send()
                 with self._cond:
                     self._error = error
                 return
-            sent_at = time.perf_counter()
-            self._rate.tick(sent_at)
+            last_sent = time.perf_counter()
+            self._rate.tick(last_sent)
             self.stats_.sent += 1
             info = item[1]
             if fresh and info is not None and info.captured_at is not None:
-                self.latencies.append((sent_at - info.captured_at) * 1000.0)
+                self.latencies.append((last_sent - info.captured_at) * 1000.0)
             last = item
 
     def _halt(self) -> bool:
