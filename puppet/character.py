@@ -115,6 +115,7 @@ HEAD_TOP = 65.0
 HEAD_WIDTH_RATIO = 0.945
 FIGURE_OPAQUE = 128  # alpha at or above this is part of the silhouette
 SECOND_FIGURE = 0.35  # a second silhouette this large (vs the largest) is another figure
+EYE_CONTRAST = 20.0  # grey-level std. between the eye corners (samples: 40-70; a blob: ~0)
 _FACE_MARKS = (33, 263, 152)  # mediapipe face mesh: outer eye corners, chin
 
 
@@ -261,7 +262,7 @@ def detect_eyes(
             )
             if points[0, 0] > points[1, 0]:
                 points[[0, 1]] = points[[1, 0]]
-            if _plausible(points, head):
+            if _plausible(points, head) and _eyes_drawn(rgb, (points[:2] - (x0, y0)) / side):
                 found.append(points)
     if not found:
         return None
@@ -281,6 +282,16 @@ def _crop_on_white(rgba: np.ndarray, x0: float, y0: float, side: float) -> np.nd
     alpha = np.clip(crop[..., 3:], 0, 255) / 255.0
     rgb = np.clip(crop[..., :3] + 255.0 * (1.0 - alpha), 0, 255).astype(np.uint8)
     return np.ascontiguousarray(rgb)
+
+
+def _eyes_drawn(rgb: np.ndarray, eyes: np.ndarray) -> bool:
+    """Whether there is drawing between the eye corners (eyes are the most contrasted part of
+    a face): the landmarker also "finds" faces in plain skin-coloured blobs."""
+    (lx, ly), (rx, ry) = eyes * rgb.shape[0]
+    half = 0.2 * float(np.hypot(rx - lx, ry - ly))
+    y0, y1 = int(min(ly, ry) - half), int(max(ly, ry) + half) + 1
+    patch = rgb[max(0, y0) : max(0, y1), max(0, int(lx)) : max(0, int(rx) + 1)]
+    return patch.size > 0 and float(patch.mean(axis=-1).std()) > EYE_CONTRAST
 
 
 def _plausible(points: np.ndarray, head: HeadEstimate) -> bool:

@@ -146,3 +146,122 @@ def test_square_other_size_is_resized(tmp_path: Path) -> None:
     report = check_character(path, tmp_path / "o.png")
     assert report.original_size == (1024, 1024)
     assert any("resized" in w for w in report.warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# character prepare (drawn figures: the silhouette path; real samples in test_real_art.py)
+
+
+def _draw_figure(canvas: tuple[int, int], scale: float, at: tuple[float, float]) -> Image.Image:
+    """The `_draw_character` figure at ``scale``, its top-left at ``at``, on a larger canvas."""
+    image = Image.new("RGBA", canvas, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(image)
+    ox, oy = at
+
+    def box(x0, y0, x1, y1):
+        return (ox + x0 * scale, oy + y0 * scale, ox + x1 * scale, oy + y1 * scale)
+
+    draw.ellipse(box(196, 60, 316, 196), fill=(250, 220, 200, 255))
+    draw.rectangle(box(200, 200, 312, 420), fill=(60, 90, 200, 255))
+    draw.rectangle(box(226, 190, 286, 204), fill=(250, 220, 200, 255))  # neck
+    return image
+
+
+def _top_and_centre(rgba: np.ndarray) -> tuple[int, float]:
+    mask = rgba[..., 3] >= 128
+    top = int(np.nonzero(mask.any(axis=1))[0][0])
+    return top, float(np.nonzero(mask[top : top + 100])[1].mean())
+
+
+def test_prepare_places_a_moved_figure_the_same_way(tmp_path: Path) -> None:
+    from puppet.character import HEAD_TOP, prepare_art
+
+    results = []
+    for index, (canvas, scale, at) in enumerate(
+        [((512, 512), 1.0, (0, 0)), ((700, 500), 0.55, (380, 90)), ((900, 1200), 1.7, (20, 300))]
+    ):
+        art = tmp_path / f"art{index}.png"
+        _draw_figure(canvas, scale, at).save(art)
+        report = prepare_art(art, tmp_path / f"out{index}.png", tmp_path / f"check{index}.png")
+        assert report.method == "silhouette"  # no face to detect in a drawn ellipse
+        assert any("No face was detected" in w for w in report.warnings)
+        assert report.original_size == canvas
+        out = np.asarray(Image.open(tmp_path / f"out{index}.png"))
+        assert out.shape == (SIZE, SIZE, 4)
+        assert (tmp_path / f"check{index}.png").is_file()
+        results.append((report.scale * scale, *_top_and_centre(out), out))
+    for relative_scale, top, centre, out in results:
+        assert relative_scale == pytest.approx(results[0][0], rel=0.03)
+        # HEAD_TOP is the first row a quarter of a head wide: the ellipse's tip is above it.
+        assert 0 <= HEAD_TOP - top <= 5 and abs(centre - 256) <= 2
+        assert abs(top - results[0][1]) <= 1 and abs(centre - results[0][2]) <= 1
+        mask, first = out[..., 3] >= 128, results[0][3][..., 3] >= 128
+        assert (mask & first).sum() / (mask | first).sum() > 0.95
+
+
+def test_prepare_keeps_small_detached_pieces(tmp_path: Path) -> None:
+    from puppet.character import prepare_art
+
+    image = _draw_figure((600, 600), 1.0, (40, 40))
+    ImageDraw.Draw(image).ellipse((420, 90, 440, 110), fill=(255, 255, 0, 255))  # a hair clip
+    art = tmp_path / "art.png"
+    image.save(art)
+    prepare_art(art, tmp_path / "out.png", tmp_path / "check.png")
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert (out[..., 0] > 200)[out[..., 3] > 200].any()  # the clip came along
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("rgb", "no alpha channel"),
+        ("opaque", "no transparent pixels"),
+        ("empty", "no opaque pixels"),
+        ("two", "2 separate figures of similar size"),
+        ("bar", "No head found"),
+    ],
+)
+def test_prepare_refuses_what_it_cannot_place(tmp_path: Path, kind: str, message: str) -> None:
+    from puppet.character import prepare_art
+
+    if kind == "rgb":
+        image = _draw_figure((512, 512), 1.0, (0, 0)).convert("RGB")
+    elif kind == "opaque":
+        image = Image.new("RGBA", (400, 300), (10, 200, 10, 255))
+    elif kind == "empty":
+        image = Image.new("RGBA", (400, 300), (10, 200, 10, 40))
+    elif kind == "two":
+        image = _draw_figure((900, 512), 1.0, (-100, 0))
+        image.alpha_composite(_draw_figure((900, 512), 0.9, (300, 40)))
+    else:
+        image = Image.new("RGBA", (600, 400), (0, 0, 0, 0))
+        ImageDraw.Draw(image).rectangle((50, 150, 550, 250), fill=(90, 90, 90, 255))
+    art = tmp_path / "art.png"
+    image.save(art)
+    out = tmp_path / "out.png"
+    with pytest.raises(PuppetError, match=message):
+        prepare_art(art, out, tmp_path / "check.png")
+    assert not out.exists() and not (tmp_path / "check.png").exists()
+
+
+def test_prepare_never_overwrites_the_art(tmp_path: Path) -> None:
+    from puppet.character import prepare_art
+
+    art = tmp_path / "art.png"
+    _draw_figure((512, 512), 1.0, (0, 0)).save(art)
+    before = art.read_bytes()
+    with pytest.raises(PuppetError, match="is the input art"):
+        prepare_art(art, art)
+    assert art.read_bytes() == before
+
+
+def test_check_images_default_to_the_data_folder(tmp_path: Path) -> None:
+    from puppet.character import default_check_path, prepare_art
+    from puppet.paths import data_dir
+
+    art = tmp_path / "art.png"
+    _draw_figure((600, 500), 0.8, (50, 30)).save(art)
+    report = prepare_art(art, tmp_path / "out.png")
+    assert report.check_png == default_check_path(tmp_path / "out.png", "before_after")
+    assert report.check_png.is_file() and data_dir() in report.check_png.parents
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art.png", "out.png"]

