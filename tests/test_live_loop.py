@@ -365,3 +365,56 @@ def test_frame_source_starts_its_clock_on_start(tmp_path) -> None:
         assert first is not None and first.index == 0
     finally:
         source.close()
+
+
+# --- the virtual camera at its own rate ---------------------------------------------------------
+
+
+class _TimedBackend:
+    """A pyvirtualcam backend (its documented extension point, register_backend) that records
+    when pyvirtualcam hands each frame to the device: no virtual camera hardware exists here."""
+
+    times: list[float] = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:  # noqa: ANN001
+        pass
+
+    def send(self, frame: np.ndarray) -> None:
+        _TimedBackend.times.append(time.perf_counter())
+
+    def close(self) -> None:
+        pass
+
+    def device(self) -> str:
+        return "timed0"
+
+    def native_fourcc(self):  # noqa: ANN201
+        return None
+
+
+@pytest.fixture
+def timed_backend():
+    import pyvirtualcam
+    from pyvirtualcam.camera import BACKENDS
+
+    _TimedBackend.times = []
+    pyvirtualcam.register_backend("puppet-test-timed", _TimedBackend)
+    yield _TimedBackend
+    BACKENDS.pop("puppet-test-timed", None)
+
+
+@pytest.mark.parametrize("camera_fps", [10.0, 60.0])
+def test_vcam_gets_a_steady_30_fps_whatever_the_camera_rate(timed_backend, camera_fps) -> None:
+    """A 10 fps camera (slower than the output: frames repeated) and a 60 fps one (faster:
+    frames dropped): the virtual camera receives about 30 frames a second either way, and the
+    end line counts what was dropped and repeated."""
+    report = run_live(_live(outputs=["vcam:puppet-test-timed"], seconds=2.5, fps=30.0),
+                      source=_camera(camera_fps))  # fmt: skip
+    times = np.asarray(timed_backend.times)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert rate == pytest.approx(30.0, rel=0.2)
+    (stats,) = report.pacing.values()
+    assert stats.sent == len(times)
+    if camera_fps < 30:
+        assert stats.repeated >= 20  # ~2 of every 3 ticks had no new frame
+    assert "vcam (puppet-test-timed: timed0)" in report.summary()

@@ -17,6 +17,7 @@ import numpy as np
 
 from poser_models.registry import Poser
 from puppet.app.live import LiveConfig, load_poser, run_live
+from puppet.app.threads import single_threaded_blas
 from puppet.app.timing import LatencyMeter, StageStats, StageTimer
 from puppet.capture.sources import SyntheticCamera
 from puppet.errors import PuppetError
@@ -257,15 +258,16 @@ def run_bench(
     poser.pose(poses[0])  # warm-up (first call allocates)
     timer = StageTimer()
 
-    # Poser alone.
-    deadline = time.perf_counter() + seconds / 4
-    count = 0
-    start = time.perf_counter()
-    while time.perf_counter() < deadline or count < 3:
-        with timer.stage("poser"):
-            poser.pose(poses[count % len(poses)])
-        count += 1
-    poser_fps = count / (time.perf_counter() - start)
+    # Poser alone, with one BLAS thread as in the live loop (see puppet.app.threads).
+    with single_threaded_blas():
+        deadline = time.perf_counter() + seconds / 4
+        count = 0
+        start = time.perf_counter()
+        while time.perf_counter() < deadline or count < 3:
+            with timer.stage("poser"):
+                poser.pose(poses[count % len(poses)])
+            count += 1
+        poser_fps = count / (time.perf_counter() - start)
 
     config = LiveConfig(
         poser=poser_spec, character=character, outputs=[], tracker=tracker, mirror=True,

@@ -26,6 +26,7 @@ import numpy as np
 
 from poser_models.registry import Poser, create_poser
 from puppet.app.handoff import Closed, Handoff
+from puppet.app.threads import single_threaded_blas
 from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
 from puppet.capture.sources import FrameSource, LiveSource, parse_source
 from puppet.device import check_device
@@ -493,6 +494,8 @@ def run_live(
     player: _TrackPlayer | None = None
     stages: _Stages | None = None
     with ExitStack() as stack:
+        # The stages are parallel already; BLAS threads would fight them for the cores.
+        stack.enter_context(single_threaded_blas())
         # Cheap checks first: a bad source or track fails before the poser loads.
         face_to_pose: FaceToPose | None = None
         if source is not None:
