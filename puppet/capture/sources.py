@@ -83,7 +83,11 @@ def open_video_capture(source: int | Path) -> cv2.VideoCapture:
     ok = capture.isOpened()
     if ok:
         ok, _ = capture.read()
-        capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+        # Reopen rather than seek back: seeking to frame 0 fails on a 1-frame video, which
+        # then read as 0 frames.
+        capture.release()
+        capture = cv2.VideoCapture(str(source))
+        ok = ok and capture.isOpened()
     if not ok:
         capture.release()
         raise PuppetError(
