@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -237,6 +238,24 @@ class PacedOutput:
             _discard(self.inner)
 
 
+ENCODER_NICENESS = 10
+
+
+def _lower_priority() -> None:
+    """Run this thread (and the codec threads it starts) below the loop's threads: an encoder
+    slower than real time then takes the CPU the loop leaves over, and drops frames, instead of
+    slowing the loop. Linux only (a thread id is a process id to setpriority); elsewhere the
+    encoder runs at normal priority."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        tid = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, tid) + ENCODER_NICENESS
+        os.setpriority(os.PRIO_PROCESS, tid, niceness)
+    except (OSError, AttributeError) as error:
+        log.debug("cannot lower the encoder's priority: %s", error)
+
+
 class BackgroundFileOutput:
     """Encodes into ``inner`` (a video file or PNG directory) on its own thread, behind a queue
     of ``depth`` frames (see the module docstring).
@@ -318,6 +337,7 @@ class BackgroundFileOutput:
             self._last_slot = slot
 
     def _run(self) -> None:
+        _lower_priority()
         while True:
             item = self._queue.get()
             if item is None:
