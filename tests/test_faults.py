@@ -212,32 +212,37 @@ def tiny_png(path: Path, width: int, height: int) -> Path:
 
 
 def test_disk_full_under_the_recording_keeps_the_video_and_valid_jsonl(tmp_path, full_disk):
-    """The disk holding --record fills mid-session: one warning, the session goes on, the video
-    on the healthy disk is complete, the recording keeps its complete lines as valid JSONL."""
+    """The disk holding --record and a .mov fills mid-session: each is reported once and
+    dropped, the session goes on, the video on the healthy disk is complete, the recording
+    keeps its complete lines as valid JSONL."""
     folder, extra = full_disk
     track = make_track(tmp_path / "drive.jsonl", 40, fps=60)
     video = tmp_path / "healthy.mp4"
     record = folder / "take.jsonl"
     result = run_cli(
-        "live", "--source", str(track), "-o", str(video), "--record", str(record), *FAST,
-        **extra,
+        "live", "--source", str(track), "-o", str(video), "-o", str(folder / "big.mov"),
+        "--record", str(record), *FAST, **extra,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Traceback" not in output
-    assert "take.jsonl" in " ".join(result.stderr.split())  # reported (once) by name
+    text = " ".join(result.stderr.split())
+    assert text.count("take.jsonl stopped") == 1 and "big.mov failed" in text, text
+    assert not (folder / "big.mov").exists()
     assert video_frames(video) == 40
     if record.exists():  # what it had, as a valid track
         assert len(read_track(record)) < 40
     no_temporaries(folder)
 
 
-def test_disk_full_during_render_is_one_line_and_no_file(tmp_path, full_disk):
+@pytest.mark.parametrize(("name", "frames"), [("out.mov", 30), ("out.mp4", 5)])
+def test_disk_full_during_render_is_one_line_and_no_file(tmp_path, full_disk, name, frames):
+    """Mid-write (ProRes frames are large) or at the close (mp4 buffers its first 32 KB)."""
     folder, extra = full_disk
-    track = make_track(tmp_path / "drive.jsonl", 30)
-    result = run_cli("render", str(track), str(folder / "out.mov"), *FAST, **extra)
-    one_line_error(result, 2, "out.mov")
-    assert not (folder / "out.mov").exists()
+    track = make_track(tmp_path / "drive.jsonl", frames)
+    result = run_cli("render", str(track), str(folder / name), *FAST, **extra)
+    one_line_error(result, 2, name)
+    assert not (folder / name).exists()
     no_temporaries(folder)
 
 
@@ -359,10 +364,10 @@ def test_sigterm_and_sighup_end_live_like_ctrl_c(tmp_path, signum):
     no_temporaries(tmp_path)
 
 
-@pytest.mark.parametrize("kind", ["mov", "png"])
-def test_ctrl_c_during_render_keeps_a_valid_partial_and_the_old_file(tmp_path, kind):
-    """Ctrl+C during a long render: the finished frames are kept, valid, as out.partial.EXT
-    (out.partial/ for PNGs); a complete out.EXT from before is left as it was."""
+@pytest.mark.parametrize(("kind", "signum"), [("mov", signal.SIGINT), ("png", signal.SIGTERM)])
+def test_ctrl_c_during_render_keeps_a_valid_partial_and_the_old_file(tmp_path, kind, signum):
+    """Ctrl+C (or SIGTERM) during a long render: the finished frames are kept, valid, as
+    out.partial.EXT (out.partial/ for PNGs); a complete out.EXT from before is left as it was."""
     track = make_track(tmp_path / "drive.jsonl", 3000)
     output = tmp_path / ("out.mov" if kind == "mov" else "out")
     spec = str(output) if kind == "mov" else f"{output}/"
@@ -384,7 +389,7 @@ def test_ctrl_c_during_render_keeps_a_valid_partial_and_the_old_file(tmp_path, k
     process = start_cli("render", str(track), spec, *FAST)
     try:
         wait_for(started, process=process)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         out, err = process.communicate(timeout=60)
     finally:
         if process.poll() is None:
@@ -473,6 +478,13 @@ def test_the_same_output_twice_and_the_input_as_output(tmp_path):
             claim(tmp_path / "." / "c.mp4")
     finally:
         release()
+
+
+def test_a_one_frame_video_is_one_frame(tmp_path):
+    face = make_face_video(tmp_path / "one.mp4", frames=1)
+    result = run_cli("render", str(face), str(tmp_path / "out.mp4"), "--tracker", "fast", *FAST)
+    assert result.returncode == 0, result.stderr
+    assert video_frames(tmp_path / "out.mp4") == 1
 
 
 def test_stale_temporaries_of_a_killed_writer_are_cleaned(tmp_path):
