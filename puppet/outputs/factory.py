@@ -21,6 +21,7 @@ Live runs (``open_outputs(..., live=True)``) keep slow outputs off the loop's th
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import queue
@@ -310,6 +311,9 @@ class BackgroundFileOutput:
             if slot <= self._last_slot:
                 self.merged += 1  # faster than --fps: the file keeps one frame per tick
                 return
+        if info is not None and info.camera_frame is not None:
+            # Files never show the camera: do not keep its frames alive in the queue.
+            info = dataclasses.replace(info, camera_frame=None, landmarks=None)
         if self.lossless:
             while True:
                 try:
