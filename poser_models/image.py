@@ -9,6 +9,7 @@ official THA3 loader does, with a warning; an image without real transparency is
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,7 +103,11 @@ def _read_rgba(path: Path | str) -> np.ndarray:
             "Check the path, or pass --character PATH to a 512x512 RGBA PNG.",
         )
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # PIL's own bomb warning (a stderr line above 89 MP): check_pixel_count says it.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as image:
             check_pixel_count(image.size, str(path))
             image.load()
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (

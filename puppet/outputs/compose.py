@@ -7,6 +7,7 @@ channel (H.264, most virtual cameras) composite the frame over a *background*: a
 
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def load_background_image(path: Path, width: int, height: int) -> np.ndarray:
 
     try:
         # The header alone: a huge image is refused before OpenCV decodes it.
-        with Image.open(path) as header:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            opened = Image.open(path)
+        with opened as header:
             check_pixel_count(header.size, str(path))
     except Image.DecompressionBombError:
         raise PuppetError(
