@@ -564,7 +564,12 @@ def test_port_in_use_names_the_real_option(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("size", "needle"), [((7000, 7000), "40 megapixels"), ((20000, 20000), "character image")]
+    ("size", "needle"),
+    [
+        ((7000, 7000), "40 megapixels"),
+        ((10000, 10000), "40 megapixels"),  # above PIL's warning threshold: no extra line
+        ((20000, 20000), "character image"),  # PIL refuses at open: still one line
+    ],
 )
 def test_huge_images_are_refused_before_decoding(tmp_path, size, needle):
     image = tiny_png(tmp_path / "huge.png", *size)
@@ -572,6 +577,7 @@ def test_huge_images_are_refused_before_decoding(tmp_path, size, needle):
     started = time.monotonic()
     result = run_cli("render", str(track), str(tmp_path / "o.mp4"), "--character", str(image))
     one_line_error(result, 2, needle)
+    assert "Warning" not in result.stderr, result.stderr
     assert time.monotonic() - started < 60
 
 
