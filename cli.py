@@ -459,8 +459,17 @@ def calibrate(
 
 @app.command()
 def distill(
-    character: Annotated[Path, typer.Argument(help="Character image (512x512 RGBA).")],
-    teacher: Annotated[str, typer.Option(help="rig | tha3[:variant] | tha4-student:DIR")] = "rig",
+    character: Annotated[
+        Path,
+        typer.Argument(help="Character image (RGBA; `puppet character prepare` fits any art)."),
+    ],
+    teacher: Annotated[
+        str | None,
+        typer.Option(
+            help="rig | tha3[:variant] | tha4-student:DIR (default: rig for the bundled"
+            " character, tha3:separable_float for your own art)."
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -477,13 +486,14 @@ def distill(
 ):
     """Train a fast CPU student poser for a character from a teacher poser."""
     from puppet.device import check_device
-    from puppet.students import student_dir_for
+    from puppet.students import default_teacher, student_dir_for
     from puppet.training.distill import distill as run_distill
 
     check_number("--max-minutes", max_minutes)
     run(lambda: check_device(device))
     stored = out is None
     out = out or run(lambda: student_dir_for(character))
+    teacher = teacher or run(lambda: default_teacher(character))
     check_outputs([out], [character])
     report = run(
         lambda: run_distill(
@@ -696,7 +706,13 @@ def models_export_onnx(
 @character_app.command("check")
 def character_check(
     image: Annotated[Path, typer.Argument(help="Character image.")],
-    out: Annotated[Path | None, typer.Option(help="PNG with the head box drawn.")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="PNG with the head box drawn (default: checks/ in puppet's data folder,"
+            " never beside the art)."
+        ),
+    ] = None,
 ):
     """Show whether a character image fits the THA input layout."""
     from puppet.character import check_character, default_check_path

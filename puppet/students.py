@@ -70,6 +70,14 @@ def _manifest_sha(folder: Path) -> str | None:
         return None
 
 
+def default_teacher(image: Path | str, default_student: Path = DEFAULT_STUDENT_DIR) -> str:
+    """The teacher ``puppet distill IMAGE`` uses unless told: hana's rig for the bundled
+    character (it draws only hana), THA3 for any other art."""
+    if _manifest_sha(default_student) == character_sha256(image):
+        return "rig"
+    return f"tha3:{REGISTRY_VARIANT}"
+
+
 def find_student(image: Path | str, sha256: str | None = None) -> Path | None:
     """The stored student for ``image`` (a finished distill run), or None."""
     sha256 = sha256 or character_sha256(image)

@@ -260,3 +260,26 @@ def test_missing_gpu_is_one_line(tmp_path, good_track):
     result = run_cli("distill", str(art), "--teacher", "tha3", "--device", "cuda")
     assert_clean_error(result, "--device cuda", "no CUDA GPU")
     assert_clean_error(run_cli("distill", str(art), "--device", "tpu"), "Unknown device 'tpu'")
+
+
+@pytest.mark.slow
+def test_distill_stores_the_student_where_live_finds_it(tmp_path, good_track):
+    """PNG -> `puppet distill ART` (no --out, no --teacher) -> `render --character ART`."""
+    from poser_models.student import StudentPoser
+    from puppet.app.live import load_poser
+    from puppet.paths import DEFAULT_CHARACTER_IMAGE, students_dir
+    from puppet.students import character_sha256
+
+    art = tmp_path / "mine.png"  # the bundled character, so the default teacher is its rig
+    art.write_bytes(DEFAULT_CHARACTER_IMAGE.read_bytes())
+    result = run_cli("distill", str(art), "--quality", "test", "--max-minutes", "0.3")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"`puppet live --character {art}` uses it" in " ".join(result.stdout.split())
+    stored = students_dir() / character_sha256(art)
+    assert (stored / "student.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good.jsonl", "mine.png"]
+    poser = load_poser("default", art, "cpu")
+    assert isinstance(poser, StudentPoser) and poser.folder == stored
+    rendered = run_cli("render", str(good_track), str(tmp_path / "o.mp4"), "--character", str(art))
+    assert rendered.returncode == 0, rendered.stderr
+    assert (tmp_path / "o.mp4").stat().st_size > 0
