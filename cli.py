@@ -749,10 +749,14 @@ def character_prepare(
     report = run(lambda: prepare_art(art, out, check))
     width, height = report.original_size
     how = "its face (eyes and chin)" if report.method == "face" else "its silhouette"
-    console.print(
-        f"{art}: {width}x{height}, placed from {how}, scaled {report.scale:.2f}x:"
-        f" head in the box x 192-320, y 64-192"
-    )
+    if report.unchanged:
+        console.print(f"{art}: {width}x{height}, already in the THA layout (found from {how}):")
+        console.print("  copied unchanged")
+    else:
+        console.print(
+            f"{art}: {width}x{height}, placed from {how}, scaled {report.scale:.2f}x:"
+            f" head in the box x 192-320, y 64-192"
+        )
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"wrote {report.out_png}")

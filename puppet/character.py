@@ -113,6 +113,10 @@ EYE_CENTRE = (256.0, 143.0)
 # silhouette width in the head's middle half is 0.945 of the head size), centred at x 256.
 HEAD_TOP = 65.0
 HEAD_WIDTH_RATIO = 0.945
+# 512x512 art whose head is this close to the layout is kept as it is (the official samples
+# spread this much: scale within 12%, eyes within 10 px).
+FITS_SCALE = 0.12
+FITS_OFFSET = 10.0
 FIGURE_OPAQUE = 128  # alpha at or above this is part of the silhouette
 SECOND_FIGURE = 0.35  # a second silhouette this large (vs the largest) is another figure
 EYE_CONTRAST = 20.0  # grey-level std. between the eye corners (samples: 40-70; a blob: ~0)
@@ -141,6 +145,7 @@ class PrepareReport:
     method: str  # "face" (face landmarks) or "silhouette"
     head: HeadEstimate
     warnings: list[str] = field(default_factory=list)
+    unchanged: bool = False  # the art was already in the THA layout: copied as it is
 
 
 _ART_FIX = "Give an RGBA PNG of one character with the background cut out (alpha 0)."
@@ -318,7 +323,6 @@ def prepare_art(
     the head fills the head box (x 192-320, y 64-192) as in the official samples. Writes
     ``out_png`` and a before/after ``check_png`` (default: in the data folder's ``checks/``).
     """
-    import cv2
 
     art, out_png = Path(art), Path(out_png)
     name = f"{str(art)!r}"
@@ -357,6 +361,47 @@ def prepare_art(
             f"The character is small in the art and was enlarged {scale:.1f}x: it will look"
             " soft. Larger art gives a sharper avatar."
         )
+    unchanged = (width, height) == (SIZE, SIZE) and _already_fits(scale, anchor, target)
+    if unchanged:
+        # Art already in the THA layout stays pixel for pixel: the official samples themselves
+        # differ from the typical placement by this much, and resampling only blurs.
+        result, scale = rgba.copy(), 1.0
+    else:
+        result, cut = _place(rgba, scale, anchor, target)
+        if cut > 0.01:
+            warnings.append(
+                f"{cut:.0%} of the character falls outside the 512x512 frame at the top or"
+                " sides and was cut off."
+            )
+    _write_png(result, out_png)
+    _write_before_after(rgba, head, result, check_png)
+    return PrepareReport(
+        art=art,
+        out_png=out_png,
+        check_png=check_png,
+        original_size=(width, height),
+        scale=scale,
+        method=method,
+        head=head,
+        warnings=warnings,
+        unchanged=unchanged,
+    )
+
+
+def _already_fits(scale: float, anchor: tuple[float, float], target: tuple[float, float]) -> bool:
+    return abs(scale - 1.0) <= FITS_SCALE and all(
+        abs(a - t) <= FITS_OFFSET for a, t in zip(anchor, target, strict=True)
+    )
+
+
+def _place(
+    rgba: np.ndarray, scale: float, anchor: tuple[float, float], target: tuple[float, float]
+) -> tuple[np.ndarray, float]:
+    """``rgba`` scaled by ``scale`` with ``anchor`` moved onto ``target`` in a 512x512
+    transparent frame, and the fraction of the character cut off at the top or sides."""
+    import cv2
+
+    height, width = rgba.shape[:2]
     # Resample premultiplied (no dark fringes), then place with an integer offset.
     premultiplied = rgba.astype(np.float32)
     premultiplied[..., :3] *= premultiplied[..., 3:] / 255.0
@@ -373,32 +418,16 @@ def prepare_art(
         canvas[dst_y0:dst_y1, dst_x0:dst_x1] = resized[
             dst_y0 - off_y : dst_y1 - off_y, dst_x0 - off_x : dst_x1 - off_x
         ]
+    # Below the frame is allowed (a bust); cut off at the top or the sides is reported.
     total = float(resized[..., 3].sum())
-    kept_rows = resized[max(0, -off_y) : SIZE - off_y]  # everything above the bottom edge
-    above_bottom = float(kept_rows[..., 3].sum())
-    kept = float(canvas[..., 3].sum())
-    if total > 0 and (above_bottom - kept) / total > 0.01:
-        warnings.append(
-            f"{(above_bottom - kept) / total:.0%} of the character falls outside the 512x512"
-            " frame at the top or sides and was cut off."
-        )
+    above_bottom = float(resized[max(0, -off_y) : SIZE - off_y, ..., 3].sum())
+    cut = (above_bottom - float(canvas[..., 3].sum())) / total if total > 0 else 0.0
     alpha = np.clip(canvas[..., 3:], 0.0, 255.0)
     rgb = np.where(alpha > 0, canvas[..., :3] * 255.0 / np.maximum(alpha, 1e-6), 0.0)
     result = np.concatenate([np.clip(rgb, 0, 255), alpha], axis=-1)
     result = np.clip(result + 0.5, 0, 255).astype(np.uint8)
     result[result[..., 3] == 0] = 0  # fully transparent pixels carry no colour
-    _write_png(result, out_png)
-    _write_before_after(rgba, head, result, check_png)
-    return PrepareReport(
-        art=art,
-        out_png=out_png,
-        check_png=check_png,
-        original_size=(width, height),
-        scale=scale,
-        method=method,
-        head=head,
-        warnings=warnings,
-    )
+    return result, cut
 
 
 def _write_png(rgba: np.ndarray, path: Path) -> None:

@@ -178,14 +178,14 @@ def test_prepare_places_a_moved_figure_the_same_way(tmp_path: Path) -> None:
 
     results = []
     for index, (canvas, scale, at) in enumerate(
-        [((512, 512), 1.0, (0, 0)), ((700, 500), 0.55, (380, 90)), ((900, 1200), 1.7, (20, 300))]
+        [((600, 600), 1.0, (0, 0)), ((700, 500), 0.55, (380, 90)), ((900, 1200), 1.7, (20, 300))]
     ):
         art = tmp_path / f"art{index}.png"
         _draw_figure(canvas, scale, at).save(art)
         report = prepare_art(art, tmp_path / f"out{index}.png", tmp_path / f"check{index}.png")
         assert report.method == "silhouette"  # no face to detect in a drawn ellipse
         assert any("No face was detected" in w for w in report.warnings)
-        assert report.original_size == canvas
+        assert report.original_size == canvas and not report.unchanged
         out = np.asarray(Image.open(tmp_path / f"out{index}.png"))
         assert out.shape == (SIZE, SIZE, 4)
         assert (tmp_path / f"check{index}.png").is_file()

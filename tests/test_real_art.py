@@ -144,17 +144,29 @@ def test_prepare_puts_a_moved_sample_back_in_the_box(
 
 
 def test_prepare_gives_the_same_layout_at_any_placement(tmp_path: Path) -> None:
-    """lambda_01's own layout differs from the typical one (eyes 7 px higher), so prepare
-    moves it; a moved copy must still land where the unmoved sample does."""
-    source = real_assets().samples["lambda_01"]
-    prepare_art(source, tmp_path / "a.png", tmp_path / "a_check.png")
-    art = tmp_path / "moved.png"
-    _moved(read_rgba(source), 0.55, (700, 500), (400, 20)).save(art)
-    prepare_art(art, tmp_path / "b.png", tmp_path / "b_check.png")
-    a, b = read_rgba(tmp_path / "a.png"), read_rgba(tmp_path / "b.png")
-    (top_a, centre_a), (top_b, centre_b) = _head_metrics(a), _head_metrics(b)
+    """lambda_01's own layout differs from the typical one (eyes 7 px higher), so a moved copy
+    does not land exactly on it; two copies moved differently must land on each other."""
+    original = read_rgba(real_assets().samples["lambda_01"])
+    results = []
+    for index, (scale, canvas, at) in enumerate(
+        [(0.55, (700, 500), (400, 20)), (1.4, (1000, 800), (30, 10))]
+    ):
+        art = tmp_path / f"moved{index}.png"
+        _moved(original, scale, canvas, at).save(art)
+        report = prepare_art(art, tmp_path / f"out{index}.png", tmp_path / f"check{index}.png")
+        assert report.method == "face" and not report.unchanged
+        results.append(read_rgba(tmp_path / f"out{index}.png"))
+    (top_a, centre_a), (top_b, centre_b) = map(_head_metrics, results)
     assert abs(top_a - top_b) <= 3 and abs(centre_a - centre_b) <= 3
-    assert silhouette_iou(a, b) > 0.93
+    assert silhouette_iou(*results) > 0.93
+
+
+@pytest.mark.parametrize("name", ["crypko_02", "lambda_01"])
+def test_prepare_keeps_art_already_in_the_layout(tmp_path: Path, name: str) -> None:
+    source = real_assets().samples[name]
+    report = prepare_art(source, tmp_path / "out.png", tmp_path / "check.png")
+    assert report.unchanged and report.scale == 1.0
+    np.testing.assert_array_equal(read_rgba(tmp_path / "out.png"), read_rgba(source))
 
 
 # ---------------------------------------------------------------------------------------------
