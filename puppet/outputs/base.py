@@ -19,8 +19,11 @@ class PacingStats:
     sent: int = 0  # frames sent (repeats included)
     dropped: int = 0  # frames the loop made that it never sent (a newer one replaced them)
     repeated: int = 0  # ticks with no new frame, where the previous frame went out again
+    file: bool = False  # a live file: ``sent`` frames written; it repeats nothing
 
     def text(self) -> str:
+        if self.file:
+            return f"{self.sent} frames written, {self.dropped} dropped"
         return f"{self.sent} sent, {self.dropped} dropped, {self.repeated} repeated"
 
 

@@ -296,7 +296,7 @@ class BackgroundFileOutput:
         self._thread.start()
 
     def stats(self) -> PacingStats:
-        return PacingStats(self._rate.fps, self.written, self.dropped + self.merged, 0)
+        return PacingStats(self._rate.fps, self.written, self.dropped + self.merged, 0, file=True)
 
     def send(self, frame: np.ndarray, info: FrameInfo | None = None) -> None:
         if self._error is not None:
