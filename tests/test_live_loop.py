@@ -424,3 +424,23 @@ def test_vcam_gets_a_steady_30_fps_whatever_the_camera_rate(timed_backend, camer
     if camera_fps < 30:
         assert stats.repeated >= 20  # ~2 of every 3 ticks had no new frame
     assert "vcam (puppet-test-timed: timed0)" in report.summary()
+
+
+def test_cli_live_loop_option_reaches_the_config(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    import puppet.app.live as live_module
+    from puppet.__main__ import load_app
+
+    video = make_face_video(tmp_path / "clip.mp4", frames=3, fps=10)
+    seen: list[LiveConfig] = []
+
+    class Report:
+        def summary(self) -> str:
+            return "0 frames"
+
+    monkeypatch.setattr(live_module, "run_live", lambda config: seen.append(config) or Report())
+    result = CliRunner().invoke(load_app(), ["live", "--source", str(video), "--output",
+                                             str(tmp_path / "o.mp4"), "--loop"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert seen and seen[0].loop is True
