@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +45,7 @@ class CameraRun:
     # CPU time of the whole process (all its threads) per frame sent: what the loop costs,
     # whatever else runs on the machine (wall-clock figures depend on that).
     cpu_ms_per_frame: float = 0.0
+    waits_ms: dict[str, float] = field(default_factory=dict)  # mean wait between stages
 
     def to_json(self) -> dict:
         data: dict = {
@@ -53,6 +54,7 @@ class CameraRun:
             "latency_ms": _latency_json(self.latency_ms),
             "stale_dropped": self.stale_dropped,
             "cpu_ms_per_frame": round(self.cpu_ms_per_frame, 2),
+            "waits_mean_ms": {name: round(ms, 2) for name, ms in self.waits_ms.items()},
         }
         if self.output_fps is not None:
             data.update(
@@ -228,6 +230,7 @@ def _camera_run(
     cpu = time.process_time() - (counted[0] if counted else cpu_before)
     run = CameraRun(camera_fps, report.fps, report.latency_ms, report.stale_dropped)
     run.cpu_ms_per_frame = 1000.0 * cpu / max(report.frames - 1, 1)
+    run.waits_ms = {name: stats.mean_ms for name, stats in report.waits.items()}
     if paced is not None:
         stats = paced.stats()
         latency = LatencyMeter()

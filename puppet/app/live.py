@@ -76,6 +76,9 @@ class RunReport:
     latency_ms: tuple[float, float] | None = None  # capture -> output (p50, p95)
     pacing: dict[str, PacingStats] = field(default_factory=dict)  # paced outputs, live files
     stale_dropped: int = 0  # camera frames/poses a newer one replaced (the loop was slower)
+    # Where a frame waited between stages (ms): "poser" (tracked -> poser started), "outputs"
+    # (posed -> outputs started). With the stage times they add up to the latency.
+    waits: dict[str, StageStats] = field(default_factory=dict)
 
     def summary(self) -> str:
         parts = [f"{self.frames} frames in {self.seconds:.1f} s ({self.fps:.1f} fps)"]
@@ -268,6 +271,9 @@ class _Posed:
     camera_frame: np.ndarray | None = None
     landmarks: np.ndarray | None = None
     mirrored: bool = False
+    tracked_at: float = 0.0  # perf_counter() when tracking + mapping were done
+    posing_at: float = 0.0  # ... when the poser started on it
+    posed_at: float = 0.0  # ... when the poser finished
 
 
 class _Stages:
@@ -385,7 +391,7 @@ class _Stages:
                 return
             self.controls.take()  # tracks have nothing to recalibrate; quit is an event
             now = time.perf_counter()
-            self._put(self.poses, _Posed(now - self.start, pose, now))
+            self._put(self.poses, _Posed(now - self.start, pose, now, tracked_at=now))
 
     def _just_in_time(self) -> None:
         """Wait for the poser to take the last pose, then until tracking a new frame now
@@ -438,6 +444,7 @@ class _Stages:
                     landmarks=getattr(observation, "landmarks", None),
                     mirrored=bool(getattr(observation, "mirrored", False)),
                 )
+            item.tracked_at = time.perf_counter()
             self._put(self.poses, item)
 
     # -- poser -------------------------------------------------------------------------------
@@ -447,6 +454,7 @@ class _Stages:
             item = self.poses.take(timeout=0.1)
             if item is None:
                 continue
+            item.posing_at = time.perf_counter()
             with self.timer.stage("poser"):
                 try:
                     image = self.poser.pose(item.pose)
@@ -457,6 +465,7 @@ class _Stages:
                     image = self.last_image
                 else:
                     self.last_image = image
+            item.posed_at = time.perf_counter()
             self._put(self.frames, (image, item))
 
 
@@ -489,6 +498,7 @@ def run_live(
     timer = StageTimer()
     rate = RateMeter()
     latency = LatencyMeter()
+    waits = StageTimer()
     index = 0
     start = time.perf_counter()
     player: _TrackPlayer | None = None
@@ -577,6 +587,9 @@ def run_live(
                     _poll_interactive(outputs)  # a slow poser must not freeze the window
                 continue
             image, item = got
+            now = time.perf_counter()
+            waits.add("poser", (item.posing_at - item.tracked_at) * 1000.0)
+            waits.add("outputs", (now - item.posed_at) * 1000.0)
             info = FrameInfo(
                 index=index,
                 t=item.t,
@@ -617,6 +630,7 @@ def run_live(
         latency_ms=latency.percentiles(),
         pacing=pacing,
         stale_dropped=stages.stale_dropped if stages is not None else 0,
+        waits=waits.stats(),
     )
 
 
