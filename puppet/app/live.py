@@ -684,6 +684,9 @@ def _driver_poses(
     return source.fps, source.frame_count, poses(), close
 
 
+# One BLAS thread: OpenBLAS's second thread costs the student more than it gives (81-96
+# against 33-38 CPU-ms a frame here; see puppet.app.threads).
+@single_threaded_blas()
 def render(
     config: RenderConfig, *, progress: Callable[[int, int | None], None] | None = None
 ) -> RunReport:
