@@ -8,10 +8,13 @@ straight RGBA frame. Every other backend gets RGB with the frame composited over
 Frames whose size differs from the camera's are scaled to fit (aspect kept) and centred, so a
 512x512 character can feed a 1280x720 camera (the size macOS's OBS camera handles best).
 
-Pacing: ``send`` never sleeps by default; the live loop owns the frame rate, because a sleep
-here would also hold back the other outputs. Pass ``pace=True`` when this is the only consumer
-and frames are produced faster than ``fps`` (pyvirtualcam's ``sleep_until_next_frame``, which
-measures the time spent between frames and so does not drift).
+Pacing: ``send`` never sleeps by default. In ``puppet live`` the camera is wrapped in
+``puppet.outputs.factory.PacedOutput``, which calls ``send`` on its own thread at ``fps`` with
+the newest frame (repeating the last one when the loop is slower, counting drops and repeats),
+so a driver that blocks holds back only that thread. Pass ``pace=True`` when this is the only
+consumer and frames are produced faster than ``fps`` (pyvirtualcam's
+``sleep_until_next_frame``, which measures the time spent between frames and so does not
+drift).
 """
 
 from __future__ import annotations
