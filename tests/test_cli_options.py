@@ -162,6 +162,7 @@ def test_no_generic_top_level_module_in_the_wheel(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                     "--no-build-isolation", "-w", str(tmp_path), str(root)],
                    check=True, capture_output=True, timeout=300)  # fmt: skip
+    shutil.rmtree(root / "build", ignore_errors=True)
     names = zipfile.ZipFile(next(tmp_path.glob("puppet-*.whl"))).namelist()
     tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert tops == {"puppet", "poser_models"}

@@ -47,7 +47,10 @@ class _SolidPoser:
 
 
 def test_registered_factory_is_built_and_loaded(tmp_path):
-    register_poser("solid", lambda argument, device, models_dir: (_SolidPoser(int(argument)), tmp_path))
+    def factory(argument, device, models_dir):
+        return _SolidPoser(int(argument)), tmp_path
+
+    register_poser("solid", factory)
     poser = create_poser("solid:8")
     assert poser.loaded == tmp_path
     pose = PoseVector()
