@@ -11,12 +11,13 @@ Live runs (``open_outputs(..., live=True)``) keep slow outputs off the loop's th
   previous one (the virtual camera; the browser page simply keeps showing it), frames replaced
   before their tick are dropped; both are counted (``PacingStats``). A blocking camera driver
   holds back only its own thread.
-- Files are ``BackgroundFileOutput``: encoded on their own thread behind a bounded queue. When
-  the encoder cannot keep up, frames are dropped (camera sources; said once, with the advice to
-  ``--record`` and ``render`` afterwards) or the loop waits (pose tracks, which give every
-  line to the files). With ``wall_clock`` each video frame is stamped with the time it was made
-  (frame ``round(t * fps)``), so the file plays at real speed even when the loop is slower than
-  ``--fps``; frames beyond ``--fps`` are merged (the newest of a tick is kept).
+- Files are ``BackgroundFileOutput``: encoded on their own thread, at the lowest priority,
+  behind a bounded queue. When the encoder cannot keep up, the oldest waiting frame is dropped
+  (camera sources; said once, with the advice to ``--record`` and ``render`` afterwards) or
+  the loop waits (pose tracks, which give every line to the files). With ``wall_clock`` each
+  video frame is stamped with the time it was made (frame ``round(t * fps)``), so the file
+  plays at real speed even when the loop is slower than ``--fps``; frames beyond ``--fps`` are
+  merged (the first of a tick is kept).
 """
 
 from __future__ import annotations
@@ -239,11 +240,14 @@ class PacedOutput:
             _discard(self.inner)
 
 
-ENCODER_NICENESS = 10
+# The lowest priority: measured with a live ProRes .mov on the 2-core machine, the loop kept
+# 18.3-18.4 fps at nice 19 against 13.3-13.7 at nice 10 and 11.3-13.9 at nice 0 (rig poser,
+# 30 fps camera, `benchmarks/bench_live.py --output x.mov`).
+ENCODER_NICENESS = 19
 
 
 def _lower_priority() -> None:
-    """Run this thread (and the codec threads it starts) below the loop's threads: an encoder
+    """Run this thread (and the codec threads it starts) at the lowest priority: an encoder
     slower than real time then takes the CPU the loop leaves over, and drops frames, instead of
     slowing the loop. Linux only (a thread id is a process id to setpriority); elsewhere the
     encoder runs at normal priority."""
@@ -251,7 +255,7 @@ def _lower_priority() -> None:
         return
     try:
         tid = threading.get_native_id()
-        niceness = os.getpriority(os.PRIO_PROCESS, tid) + ENCODER_NICENESS
+        niceness = min(19, os.getpriority(os.PRIO_PROCESS, tid) + ENCODER_NICENESS)
         os.setpriority(os.PRIO_PROCESS, tid, niceness)
     except (OSError, AttributeError) as error:
         log.debug("cannot lower the encoder's priority: %s", error)
@@ -262,8 +266,8 @@ class BackgroundFileOutput:
     of ``depth`` frames (see the module docstring).
 
     ``lossless``: when the queue is full, wait for room (every frame is written) instead of
-    dropping the frame. ``wall_clock``: stamp video frames with ``FrameInfo.t`` (frame number
-    ``round((t - t0) * fps)``) instead of numbering them one after another.
+    dropping the oldest waiting frame. ``wall_clock``: stamp video frames with ``FrameInfo.t``
+    (frame number ``round((t - t0) * fps)``) instead of numbering them one after another.
     """
 
     def __init__(
@@ -327,6 +331,16 @@ class BackgroundFileOutput:
             try:
                 self._queue.put_nowait((frame, info, slot))
             except queue.Full:
+                # Drop the oldest waiting frame, not this one: a starved encoder then still
+                # writes frames from the whole session (with gaps), never a stale beginning.
+                # ``send`` is the only producer, so after taking one out there is room.
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    pass
+                self._queue.put_nowait((frame, info, slot))
+                if slot is not None:
+                    self._last_slot = slot
                 self.dropped += 1
                 if not self._warned:
                     self._warned = True
