@@ -128,7 +128,8 @@ def _panel_lines(info: FrameInfo | None) -> list[tuple[str, tuple[int, int, int]
         lines.append((f"latency {p50:4.0f} ms  p95 {p95:4.0f} ms", TEXT))
     lines.append((f"tracking: {info.tracking}", TRACKING_COLOURS.get(info.tracking, DIM)))
     total = sum(info.stage_ms.values())
-    lines.append((f"frame time {total:5.1f} ms", DIM))
+    # The stages overlap, so this is the work on one frame, not the time between frames.
+    lines.append((f"stages sum {total:5.1f} ms", DIM))
     lines += [(f"  {stage:<10.10} {ms:6.1f} ms", DIM) for stage, ms in info.stage_ms.items()]
     for name, pacing in info.pacing.items():
         short = name.split(" ")[0][-10:]
