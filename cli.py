@@ -478,11 +478,30 @@ def distill(
             " where `live --character IMAGE` finds it).",
         ),
     ] = None,
-    quality: Annotated[str, typer.Option(help="default or fast.")] = "default",
+    quality: Annotated[
+        str, typer.Option(help="default, fast or test (frame counts, steps, time budget).")
+    ] = "default",
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="Continue from checkpoints.")] = True,
-    max_minutes: Annotated[float | None, typer.Option(help="Stop training after M min.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option(help="Time budget in minutes (training ends to honour it).")
+    ] = None,
     device: Device = "cpu",
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--init-from",
+            help="A student of the same character to start the head/body warps from.",
+        ),
+    ] = None,
+    eval_track: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--eval-track",
+            help="Pose track (`puppet track` output) whose poses the report also scores;"
+            " repeatable.",
+        ),
+    ] = None,
 ):
     """Train a fast CPU student poser for a character from a teacher poser."""
     from puppet.device import check_device
@@ -495,29 +514,107 @@ def distill(
     out = out or run(lambda: student_dir_for(character))
     teacher = teacher or run(lambda: default_teacher(character))
     check_outputs([out], [character])
-    report = run(
-        lambda: run_distill(
-            character,
-            teacher,
-            out,
-            quality=quality,
-            seed=seed,
-            resume=resume,
-            device=device,
-            max_minutes=max_minutes,
+    update, bar = _distill_progress()
+    with bar:
+        report = run(
+            lambda: run_distill(
+                character,
+                teacher,
+                out,
+                quality=quality,
+                seed=seed,
+                resume=resume,
+                device=device,
+                max_minutes=max_minutes,
+                init_from=init_from,
+                tracks=eval_track or (),
+                progress=update,
+            )
         )
-    )
+    assert report is not None
     console.print(
-        f"student for {character} from {report.teacher} in {report.out_dir}: held-out "
-        f"{report.psnr_db:.2f} dB alpha-weighted PSNR (untrained {report.untrained_psnr_db:.1f} "
-        f"dB, worst frame {report.psnr_frame_min_db:.1f} dB), SSIM {report.ssim:.3f}, "
-        f"{report.fps:.0f} fps, {report.gflop_per_frame:.3f} GFLOP/frame, "
-        f"{report.train_minutes:.1f} min of training"
+        f"student for {character} from {report.teacher} in {report.out_dir}"
+        f" ({report.wall_minutes:.1f} min, {report.train_steps} training steps)"
+    )
+    table = Table("poses", "whole dB", "head box dB", "worst frame dB", "SSIM (head)")
+    table.add_row(
+        f"random held-out ({report.heldout_frames})",
+        f"{report.whole_psnr_db:.2f}",
+        f"{report.head_psnr_db:.2f}",
+        f"{report.worst_frame_psnr_db:.1f} (#{report.worst_frame})",
+        f"{report.whole_ssim:.3f} ({report.head_ssim:.3f})",
+    )
+    table.add_row(
+        "  untrained (the image)",
+        f"{report.untrained_whole_psnr_db:.2f}",
+        f"{report.untrained_head_psnr_db:.2f}",
+        "",
+        "",
+    )
+    for name, figures in report.tracked.items():
+        table.add_row(
+            f"tracked {name} ({figures['frames']})",
+            f"{figures['whole_psnr_db']:.2f}",
+            f"{figures['head_psnr_db']:.2f}",
+            f"{figures['whole_frame_min_db']:.1f} (#{figures['whole_worst_frame']})",
+            f"{figures['whole_ssim']:.3f} ({figures['head_ssim']:.3f})",
+        )
+    console.print(table)
+    console.print(
+        f"{report.fps:.0f} fps poser-only here, {report.gflop_per_frame:.3f} GFLOP/frame,"
+        f" {report.weights_bytes / 1e6:.1f} MB"
     )
     if stored:
         console.print(f"stored for this character: `puppet live --character {character}` uses it")
     else:
         console.print(f"use it with: puppet live --poser student:{report.out_dir}")
+
+
+def _distill_progress():
+    """(callback, context) drawing ``puppet.training.distill``'s progress events as one bar
+    per phase, with log lines above it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+    tasks: dict[str, int] = {}
+
+    def task(name: str, total: int | None) -> int:
+        if name not in tasks:
+            tasks[name] = bar.add_task(name, total=total)
+        return tasks[name]
+
+    def update(event: str, info: dict) -> None:
+        if event == "log":
+            bar.console.print(f"[dim]distill:[/dim] {escape(str(info.get('text', '')))}")
+        elif event == "phase":
+            bar.console.print(f"[dim]distill:[/dim] {info['what']}")
+        elif event == "render":
+            bar.update(task("render teacher", info["total"]), completed=info["done"])
+        elif event == "init":
+            name = f"initialise part {info['part']}"
+            bar.update(task(name, info["total"]), completed=info["step"])
+        elif event == "train":
+            bar.update(
+                task("train", info["total"]),
+                completed=info["step"],
+                description=f"train (loss {info['loss']:.2e})",
+            )
+
+    return update, bar
 
 
 @app.command()

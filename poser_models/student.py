@@ -1,32 +1,30 @@
 """The puppet student: a per-character poser small enough for 2 CPU cores.
 
 It is distilled from a slow teacher (the bundled rig, THA3 or a THA4 student) by
-``puppet distill`` and animates the one image it was trained for. A frame is made in three
-stages, as the THA teachers do it:
+``puppet distill`` (``puppet.training``) and animates the one image it was trained for.
+Runtime: numpy + OpenCV only (no torch); the torch module computing the same function, used
+for training, is ``poser_models.student_net.StudentNet``. A frame is made in three stages:
 
-1. **Face** (un-rotated frame): the face box of the character becomes
-   ``neutral + sum_k c_k(face pose) * B_k``, premultiplied linear RGBA basis maps ``B_k``
-   mixed by a small pose MLP over the 39 eyebrow/eye/mouth/iris values.
-2. **Depth layers with head and body warps**: the face-posed character is split by learned
-   soft masks into ``layers`` depth layers (back hair, body, face, ...), each with a learned
-   fill for what the character image hides behind the layers in front of it. Each layer has
-   two backward flow fields, each a linear combination of learned maps weighted by the
-   monomials of three rotation values: a body flow (``body_y, body_z, breathing``, at
-   ``body_field_size``) then a head flow (``head_x, head_y, neck_z``, at ``field_size``).
-   Output pixel ``p`` of layer ``l`` reads the layer at ``q + head_l(q)``, ``q = p + body_l(p)``;
-   the warped layers are composited back to front ("over"), so an edge can slide over
-   another, which one smooth warp cannot do.
-3. **Residual**: a premultiplied RGBA correction at ``field_size`` (what warps cannot do:
-   revealed hair, changing shading), mixed by a second MLP over the full pose.
+1. **Face parts** (un-rotated frame): each part (the character's right eye + brow, left eye
+   + brow, mouth; boxes found by probing the teacher) has its own pose MLP over only the
+   values it reads (15 for an eye + brow, 11 for the mouth; Fourier input features) and its
+   own rank-``part_rank`` basis of premultiplied linear RGBA maps; the part adds
+   ``sum_k c_k B_k`` to the neutral character inside its box. Format 1 used one rank-64
+   basis over the whole face mixed by one MLP over all 39 values: too small a span for
+   moving edges (ghost brows, doubled highlights, a smudged mouth), and every eye x mouth
+   combination had to be learned jointly.
+2. **Depth layers with head and body warps**: learned soft masks split the face-posed
+   character into ``layers`` layers, each with a fill (what the layers in front hide), a
+   body flow (polynomial in ``body_y, body_z, breathing``) and a head flow (polynomial in
+   ``head_x, head_y, neck_z``); output pixel ``p`` of layer ``l`` reads the layer at
+   ``q + head_l(q)``, ``q = p + body_l(p)``; layers are composited back to front ("over"),
+   so an edge can slide over another, which one smooth warp cannot do.
+3. **Residual**: a premultiplied RGBA correction at ``field_size`` (revealed hair, shading),
+   mixed by an MLP over the full pose.
 
-All maps are stored fp16 and only over their support box. Inference is numpy + OpenCV
-(``cv2.remap`` is several times faster than ``grid_sample`` on CPU); training uses the torch
-module :class:`StudentNet`, which computes the same function (it samples the coarse
-layer fills directly instead of their 512² upsampling: equal up to second-order smoothing).
-
-Files: ``student.safetensors`` (tensors below) + ``manifest.json`` (pose schema, character
-sha256, teacher, metrics, seed, config). The character sha256 is taken over the decoded
-512x512 RGBA uint8 pixels, so a re-saved PNG with the same pixels still matches.
+Files: ``student.safetensors`` (maps fp16, MLPs fp32) + ``manifest.json`` (format, config,
+pose schema, character sha256, teacher, seed, metrics). The character sha256 is taken over
+the decoded 512x512 RGBA uint8 pixels, so a re-saved PNG with the same pixels still matches.
 """
 
 from __future__ import annotations
@@ -46,10 +44,12 @@ from puppet.pose import LOWER, NUM_PARAMETERS, PARAMETER_NAMES, UPPER, PoseVecto
 
 WEIGHTS_FILE = "student.safetensors"
 MANIFEST_FILE = "manifest.json"
-FORMAT = "puppet-student/1"
+FORMAT = "puppet-student/2"
+OLD_FORMATS = ("puppet-student/1",)  # the single-basis face of puppet <= this change
 FACE_INPUTS = 39  # eyebrow (12) + face (27) values: THA's face-morph slice
 HEAD_INDICES = (39, 40, 41)  # head_x, head_y, neck_z
 BODY_INDICES = (42, 43, 44)  # body_y, body_z, breathing
+MLP_DEPTH = 3  # Linear-SiLU-Linear-SiLU-Linear
 
 Box = tuple[int, int, int, int]  # (top, left, height, width)
 
@@ -57,25 +57,47 @@ Box = tuple[int, int, int, int]  # (top, left, height, width)
 @dataclass
 class StudentConfig:
     image_size: int = 512
-    face_box: Box = (64, 192, 128, 128)  # in image pixels
-    face_rank: int = 48
-    face_hidden: int = 128
-    field_size: int = 256  # resolution of the flow and residual fields (full frame)
+    face_box: Box = (104, 208, 104, 96)  # image pixels: bounding box of the parts
+    # Face parts (image-pixel boxes) and the pose values each one reads: for THA poses the
+    # character's right eye + brow, left eye + brow, mouth (puppet.training.teacher_frames
+    # .find_parts probes them).
+    parts: tuple[Box, ...] = ((108, 208, 56, 48), (108, 256, 56, 48), (168, 232, 32, 48))
+    part_inputs: tuple[tuple[int, ...], ...] = ()
+    part_rank: int = 192  # colour maps per part
+    part_hidden: int = 256
+    # Part MLP inputs are [x, sin(pi f x), cos(pi f x)] for these f: sharp changes of the
+    # coefficients with the pose (a lid passing over an iris) are then easy to fit.
+    fourier: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    field_size: int = 256  # resolution of the head flow and residual fields (full frame)
     head_box: Box = (0, 0, 256, 256)  # in field pixels
     body_box: Box = (0, 0, 128, 128)  # in body-field pixels
-    body_field_size: int = 128  # body motion is smooth within a layer: a coarser field
+    body_field_size: int = 128
     head_degree: int = 3
     body_degree: int = 3
     residual_box: Box = (0, 0, 256, 256)
-    residual_rank: int = 32
+    residual_rank: int = 16
     residual_hidden: int = 64
-    layers: int = 1  # depth layers of the head warp (each with its own flow, mask and fill)
+    layers: int = 3
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        if not isinstance(data, dict):
+            raise PuppetError(
+                f"The student config is a JSON {type(data).__name__}, not an object.",
+                "The manifest is damaged: re-run `puppet distill`.",
+            )
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PuppetError(
+                f"Unknown student config fields {unknown}.",
+                "The manifest is from another version: re-run `puppet distill`.",
+            )
+
+        def tuples(v: object) -> object:
+            return tuple(tuples(x) for x in v) if isinstance(v, list) else v
+
+        return cls(**{k: tuples(v) for k, v in data.items()})
 
 
 def monomial_exponents(variables: int, degree: int) -> list[tuple[int, ...]]:
@@ -94,8 +116,14 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{prefix}.{i}.weight"] = (b, a)
             shapes[f"{prefix}.{i}.bias"] = (b,)
 
-    shapes["face.basis"] = (c.face_rank, c.face_box[2], c.face_box[3], 4)
-    mlp("face.mlp", FACE_INPUTS, c.face_hidden, c.face_rank)
+    if len(c.part_inputs) != len(c.parts):
+        raise PuppetError(
+            "The student config has a different number of parts and part inputs.",
+            "The manifest is damaged: re-run `puppet distill`.",
+        )
+    for i, (box, inputs) in enumerate(zip(c.parts, c.part_inputs, strict=True)):
+        shapes[f"part{i}.basis"] = (c.part_rank, box[2], box[3], 4)
+        mlp(f"part{i}.mlp", len(inputs) * (1 + 2 * len(c.fourier)), c.part_hidden, c.part_rank)
     shapes["head.basis"] = (
         c.layers,
         len(monomial_exponents(3, c.head_degree)),
@@ -115,6 +143,32 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
     shapes["residual.basis"] = (c.residual_rank, c.residual_box[2], c.residual_box[3], 4)
     mlp("residual.mlp", NUM_PARAMETERS, c.residual_hidden, c.residual_rank)
     return shapes
+
+
+def check_tensors(tensors: dict, config: StudentConfig, what: str) -> None:
+    """Every expected key present with its shape, no extra keys, all values finite."""
+    expected = tensor_shapes(config)
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise PuppetError(
+            f"The student {what} does not match its config (missing {missing}, unexpected"
+            f" {extra}).",
+            "Re-run `puppet distill` to produce a complete student.",
+        )
+    for name, shape in expected.items():
+        value = tensors[name]
+        if tuple(value.shape) != shape:
+            raise PuppetError(
+                f"Student tensor {name!r} in the {what} has shape {tuple(value.shape)},"
+                f" expected {shape}.",
+                "The file is damaged or from another version: re-run `puppet distill`.",
+            )
+        if not np.isfinite(np.asarray(value, dtype=np.float32)).all():
+            raise PuppetError(
+                f"Student tensor {name!r} in the {what} is not finite.",
+                "The file is damaged: re-run `puppet distill`.",
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,12 +191,15 @@ def rgba_to_premultiplied_linear(rgba: np.ndarray) -> np.ndarray:
 
 
 def premultiplied_linear_to_rgba(image: np.ndarray) -> np.ndarray:
-    """Premultiplied linear float (..., 4) -> straight sRGB uint8, clipping to the valid range."""
+    """Premultiplied linear float (..., 4) -> straight sRGB uint8, clipping to the range."""
     alpha = np.clip(image[..., 3], 0.0, 1.0)
-    safe = np.maximum(alpha, 1e-6)[..., None]
-    colour = np.clip(image[..., :3] / safe, 0.0, 1.0)
+    # LUT index = clip(colour / alpha, 0, 1) * (steps - 1) + 0.5, in one pass, uint16
+    scale = (_LUT_STEPS - 1) / np.maximum(alpha, 1e-6)
+    index = image[..., :3] * scale[..., None]
+    np.clip(index, 0.0, _LUT_STEPS - 1, out=index)
+    index += 0.5
     out = np.empty(image.shape[:-1] + (4,), dtype=np.uint8)
-    out[..., :3] = _LINEAR_TO_SRGB_U8[(colour * (_LUT_STEPS - 1) + 0.5).astype(np.int32)]
+    out[..., :3] = np.take(_LINEAR_TO_SRGB_U8, index.astype(np.uint16))
     out[..., 3] = (alpha * 255.0 + 0.5).astype(np.uint8)
     return out
 
@@ -151,27 +208,8 @@ def image_sha256(rgba: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(rgba, dtype=np.uint8).tobytes()).hexdigest()
 
 
-def check_shapes(tensors: dict, config: StudentConfig, what: str) -> None:
-    expected = tensor_shapes(config)
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise PuppetError(
-            f"The student {what} does not match its config (missing {missing}, unexpected"
-            f" {extra}).",
-            "Re-run `puppet distill` to produce a complete student.",
-        )
-    for name, shape in expected.items():
-        got = tuple(tensors[name].shape)
-        if got != shape:
-            raise PuppetError(
-                f"Student tensor {name!r} in the {what} has shape {got}, expected {shape}.",
-                "The file is damaged or from another version: re-run `puppet distill`.",
-            )
-
-
 # ---------------------------------------------------------------------------------------------
-# Inference (numpy + OpenCV).
+# Manifest.
 
 
 @dataclass
@@ -196,7 +234,7 @@ class StudentManifest:
     @classmethod
     def read(cls, path: Path) -> StudentManifest:
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(Path(path).read_text())
         except FileNotFoundError:
             raise PuppetError(
                 f"{path} does not exist: this folder is not a puppet student.",
@@ -210,6 +248,12 @@ class StudentManifest:
             raise PuppetError(
                 f"{path} holds a JSON {type(data).__name__}, not a student manifest (an object).",
                 "Re-run `puppet distill`.",
+            )
+        if data.get("format") in OLD_FORMATS:
+            raise PuppetError(
+                f"{Path(path).parent} is a {data['format']} student (one face basis), which this"
+                f" version of puppet no longer runs.",
+                f"Re-run `puppet distill` for its character to make a {FORMAT} student.",
             )
         if data.get("format") != FORMAT:
             raise PuppetError(
@@ -231,18 +275,29 @@ class StudentManifest:
                 metrics=dict(data.get("metrics", {})),
                 extra=dict(data.get("extra", {})),
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise PuppetError(
                 f"{path} is missing a field ({error}).", "Re-run `puppet distill`."
             ) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference.
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
     return x / (1.0 + np.exp(-x))
 
 
+def fourier_features(x: np.ndarray, frequencies: np.ndarray) -> np.ndarray:
+    """(n,) values -> (n * (1 + 2F),): [x, sin(pi f x) (f-major), cos(pi f x)]."""
+    angles = (np.pi * frequencies[:, None] * x[None]).astype(np.float32)  # (F, n)
+    return np.concatenate([x, np.sin(angles).ravel(), np.cos(angles).ravel()])
+
+
 class StudentPoser:
-    """The Poser protocol over a distilled student (numpy + OpenCV, CPU)."""
+    """The Poser protocol over a distilled student (numpy + OpenCV, CPU):
+    ``pose(PoseVector or (45,) values) -> RGBA uint8 (512, 512, 4)``."""
 
     def __init__(
         self, tensors: dict[str, np.ndarray], manifest: StudentManifest, folder: Path | None = None
@@ -250,32 +305,33 @@ class StudentPoser:
         self.device = "cpu"
         self.dtype = "float32"  # maps are stored fp16 and computed in fp32
         self.manifest = manifest
-        self.config = manifest.config
+        self.config = c = manifest.config
         self.folder = folder
-        c = self.config
-        check_shapes(tensors, c, "weights")
+        check_tensors(tensors, c, "weights")
         t = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
-
-        # Basis mixing is a (K,) x (K, M) product over each flattened basis.
-        def flat(name: str, rows: int) -> np.ndarray:
-            return np.ascontiguousarray(t[name].reshape(rows, -1))
-
-        self._face_basis = flat("face.basis", c.face_rank)
-        terms = len(monomial_exponents(3, c.head_degree))
+        # Basis mixing is a (K,) x (K, M) product over maps kept in fp32 (fp16 on disk).
+        self._part_basis = [
+            t[f"part{i}.basis"].reshape(c.part_rank, -1) for i in range(len(c.parts))
+        ]
+        self._part_mlp = [
+            [
+                (t[f"part{i}.mlp.{j}.weight"].T.copy(), t[f"part{i}.mlp.{j}.bias"])
+                for j in range(MLP_DEPTH)
+            ]
+            for i in range(len(c.parts))
+        ]
+        self._part_inputs = [list(inputs) for inputs in c.part_inputs]
+        self._fourier = np.array(c.fourier, np.float32)
         self._head_basis = [
-            np.ascontiguousarray(t["head.basis"][layer].reshape(terms, -1))
-            for layer in range(c.layers)
+            t["head.basis"][k].reshape(t["head.basis"].shape[1], -1).copy() for k in range(c.layers)
         ]
         self._body_basis = [
-            np.ascontiguousarray(t["body.basis"][layer].reshape(t["body.basis"].shape[1], -1))
-            for layer in range(c.layers)
+            t["body.basis"][k].reshape(t["body.basis"].shape[1], -1).copy() for k in range(c.layers)
         ]
-        self._residual_basis = flat("residual.basis", c.residual_rank)
-        self._face_mlp = [
-            (t[f"face.mlp.{i}.weight"].T.copy(), t[f"face.mlp.{i}.bias"]) for i in range(3)
-        ]
+        self._residual_basis = t["residual.basis"].reshape(c.residual_rank, -1)
         self._residual_mlp = [
-            (t[f"residual.mlp.{i}.weight"].T.copy(), t[f"residual.mlp.{i}.bias"]) for i in range(3)
+            (t[f"residual.mlp.{i}.weight"].T.copy(), t[f"residual.mlp.{i}.bias"])
+            for i in range(MLP_DEPTH)
         ]
         logits = t["layer.logits"]
         weights = np.exp(logits - logits.max(axis=0, keepdims=True))
@@ -289,23 +345,25 @@ class StudentPoser:
                 for f in fill
             ]
         )
-        self._head_exponents = np.array(monomial_exponents(3, c.head_degree), dtype=np.float32)
-        self._body_exponents = np.array(monomial_exponents(3, c.body_degree), dtype=np.float32)
+        self._head_exponents = np.array(monomial_exponents(3, c.head_degree), np.float32)
+        self._body_exponents = np.array(monomial_exponents(3, c.body_degree), np.float32)
         size, fs = c.image_size, c.field_size
         ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-        self._grid_x, self._grid_y = xs, ys
+        self._grid = np.ascontiguousarray(np.dstack([xs, ys]))  # (H, W, 2) pixel (x, y)
+        self._delta = np.zeros((c.face_box[2], c.face_box[3], 4), np.float32)
         self._head_fields = [np.zeros((fs, fs, 2), np.float32) for _ in range(c.layers)]
         self._body_fields = [
             np.zeros((c.body_field_size, c.body_field_size, 2), np.float32) for _ in range(c.layers)
         ]
         self._residual_field = np.zeros((fs, fs, 4), np.float32)
+        self._source: np.ndarray | None = None
         self._layers: np.ndarray | None = None  # (L, H, W, 4) pose-independent layer images
         self._work: np.ndarray | None = None
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
     def from_folder(cls, folder: Path | str) -> StudentPoser:
-        """Read ``student.safetensors`` + ``manifest.json`` with per-key shape checks."""
+        """Read ``student.safetensors`` + ``manifest.json`` with shape and finiteness checks."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
@@ -325,12 +383,6 @@ class StudentPoser:
             raise PuppetError(
                 f"Cannot read {weights} ({error}).", "The file is damaged: re-run `puppet distill`."
             ) from None
-        for key, tensor in tensors.items():  # NaN/inf weights would pose a blank character
-            if tensor.dtype.kind == "f" and not np.isfinite(tensor).all():
-                raise PuppetError(
-                    f"{weights}: tensor {key!r} holds NaN or infinite values.",
-                    "The file is damaged: re-run `puppet distill`.",
-                )
         return cls(tensors, manifest, folder)
 
     @property
@@ -339,7 +391,7 @@ class StudentPoser:
             return None
         return (self.folder / self.manifest.character_image).resolve()
 
-    def load(self, character: Path | np.ndarray) -> None:
+    def load(self, character: Path | str | np.ndarray) -> None:
         rgba = load_character(character)
         if image_sha256(rgba) != self.manifest.character_sha256:
             raise PuppetError(
@@ -347,15 +399,14 @@ class StudentPoser:
                 "Run `puppet distill IMAGE ...` to train one for this character, or use the"
                 " character the student was made for.",
             )
-        source = rgba_to_premultiplied_linear(rgba)
-        self._layers = source[None] * self._masks + self._fill
+        self._source = rgba_to_premultiplied_linear(rgba)
+        self._layers = self._source[None] * self._masks + self._fill
         self._work = self._layers.copy()
         self._find_regions()
 
     def _find_regions(self) -> None:
-        """Where each layer can appear: its content (and the face box, which the face stage
-        changes) grown by the largest flow its maps can make for poses in range. Work is done
-        only there; the rest of the frame stays transparent."""
+        """Where each layer can appear: its content (and the face box) grown by the largest
+        flow its maps can make for poses in range. Work is done only there."""
         assert self._layers is not None
         c = self.config
         size = c.image_size
@@ -370,6 +421,8 @@ class StudentPoser:
                 self._regions.append(None)
                 continue
             # Every monomial of values in [-1, 1] is in [-1, 1]: sum |maps| bounds the flow.
+            # (For hana this makes every region the whole frame: the body maps are large
+            # where nothing is drawn. A tighter region is the obvious speed-up left.)
             reach = (
                 float(
                     np.abs(self._head_basis[layer]).sum(0).max()
@@ -396,6 +449,7 @@ class StudentPoser:
         )
         boxes = [r for r in self._regions if r is not None] + [residual]
         self._residual_region = residual
+        self._first_layer = next(k for k, r in enumerate(self._regions) if r is not None)
         self._union = (
             min(b[0] for b in boxes),
             max(b[1] for b in boxes),
@@ -413,30 +467,45 @@ class StudentPoser:
                 x = _silu(x)
         return x
 
-    @staticmethod
-    def _combine(coefficients: np.ndarray, basis: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(coefficients, np.float32) @ basis
-
     def _mix(self, coefficients: np.ndarray, basis: np.ndarray, box: Box, out: np.ndarray) -> None:
         top, left, height, width = box
-        out[top : top + height, left : left + width] = self._combine(coefficients, basis).reshape(
+        out[top : top + height, left : left + width] = (coefficients @ basis).reshape(
             height, width, out.shape[2]
         )
 
-    def pose_premultiplied(self, pose: PoseVector) -> np.ndarray:
+    def face_delta(self, values: np.ndarray) -> np.ndarray:
+        """What the expression adds to the face box (h, w, 4), premultiplied linear.
+
+        The array is reused by the next call."""
+        c = self.config
+        top, left = c.face_box[:2]
+        delta = self._delta
+        delta[:] = 0.0
+        for box, inputs, mlp, basis in zip(
+            c.parts, self._part_inputs, self._part_mlp, self._part_basis, strict=True
+        ):
+            pt, pl, ph, pw = box
+            coefficients = self._mlp(mlp, fourier_features(values[inputs], self._fourier))
+            delta[pt - top : pt - top + ph, pl - left : pl - left + pw] += (
+                coefficients @ basis
+            ).reshape(ph, pw, 4)
+        return delta
+
+    def pose_premultiplied(self, pose: PoseVector | np.ndarray) -> np.ndarray:
         """The posed frame as premultiplied linear float32 (512, 512, 4), unclipped.
 
-        The array is reused by the next call: copy it to keep it.
+        ``pose``: (45,) values or a ``PoseVector``. The array is reused by the next call.
         """
         if self._layers is None or self._work is None:
             raise PuppetError("The student has no character loaded.", "Call load() first.")
         c = self.config
-        # The student learned the parameter ranges only; outside them it would extrapolate.
-        x = np.clip(pose.values, LOWER, UPPER).astype(np.float32)
+        values = np.asarray(getattr(pose, "values", pose), np.float32)
+        if values.shape != (NUM_PARAMETERS,):
+            raise ValueError(f"pose must have shape ({NUM_PARAMETERS},), got {values.shape}")
+        x = np.clip(values, LOWER, UPPER)
         top, left, height, width = c.face_box
-        face = self._combine(self._mlp(self._face_mlp, x[:FACE_INPUTS]), self._face_basis)
-        face = face.reshape(height, width, 4)
         box = (slice(top, top + height), slice(left, left + width))
+        delta = self.face_delta(x)
         head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
         body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
         size = c.image_size
@@ -452,27 +521,27 @@ class StudentPoser:
             body_flow = cv2.resize(
                 self._body_fields[layer], (size, size), interpolation=cv2.INTER_LINEAR
             )[y0:y1, x0:x1]
-            qx = self._grid_x[y0:y1, x0:x1] + body_flow[..., 0]
-            qy = self._grid_y[y0:y1, x0:x1] + body_flow[..., 1]
+            # Two-channel (x, y) maps throughout: cv2 reads them interleaved, no channel splits.
+            q = cv2.add(self._grid[y0:y1, x0:x1], body_flow)
             work = self._work[layer]
-            work[box] = self._layers[layer][box] + face * self._masks[layer][box]
+            work[box] = self._layers[layer][box] + delta * self._masks[layer][box]
             self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
+            field_map = cv2.addWeighted(q, scale, q, 0.0, 0.5 * scale - 0.5)  # field pixels
             head_flow = cv2.remap(
                 self._head_fields[layer],
-                (qx + 0.5) * scale - 0.5,
-                (qy + 0.5) * scale - 0.5,
+                field_map,
+                None,
                 cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REPLICATE,
             )
-            qx += head_flow[..., 0]
-            qy += head_flow[..., 1]
-            # Replicating the border continues a character cut off by the frame (the chest
-            # at the bottom) when the body moves; THA images are transparent at other edges.
-            image = cv2.remap(work, qx, qy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            # Back to front, "over" in premultiplied alpha.
-            target = out[y0:y1, x0:x1]
-            target *= 1.0 - image[..., 3:4]
-            target += image
+            cv2.add(q, head_flow, dst=q)
+            image = cv2.remap(work, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            target = out[y0:y1, x0:x1]  # back to front, "over" in premultiplied alpha
+            if layer == self._first_layer:
+                target += image  # nothing behind it yet (the frame is cleared to 0)
+            else:
+                target *= 1.0 - image[..., 3:4]
+                target += image
         self._mix(
             self._mlp(self._residual_mlp, x),
             self._residual_basis,
@@ -485,7 +554,8 @@ class StudentPoser:
         )[r0:r1, r2:r3]
         return out
 
-    def pose(self, pose: PoseVector) -> np.ndarray:
+    def pose(self, pose: PoseVector | np.ndarray) -> np.ndarray:
+        """RGBA uint8 (512, 512, 4), straight alpha, sRGB."""
         premultiplied = self.pose_premultiplied(pose)
         frame = np.zeros(premultiplied.shape, np.uint8)
         u0, u1, u2, u3 = self._union
@@ -499,7 +569,7 @@ def create_poser(
     """Registry factory for ``student:DIR`` (and ``default``): the student and its image."""
     # The student always runs on the CPU (numpy + OpenCV): it is real-time there, and a GPU
     # would spend longer on transfers than on the few remaps; ``device`` is accepted and ignored.
-    del device
+    del device, models_dir
     poser = StudentPoser.from_folder(Path(argument).expanduser())
     assert poser.character_path is not None
     return poser, poser.character_path

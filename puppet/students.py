@@ -97,7 +97,9 @@ def list_students() -> list[StoredStudent]:
             continue
         image = str(data.get("character_image", "?"))
         resolved = (folder / image).resolve() if image != "?" else None
-        psnr = data.get("metrics", {}).get("psnr_db")
+        metrics = data.get("metrics") if isinstance(data.get("metrics"), dict) else {}
+        # whole-frame held-out PSNR: ``whole_psnr_db`` since the v2 student, ``psnr_db`` before
+        psnr = metrics.get("whole_psnr_db", metrics.get("psnr_db"))
         found.append(
             StoredStudent(
                 sha256=str(data.get("character_sha256", folder.name)),

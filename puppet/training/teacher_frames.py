@@ -1,0 +1,401 @@
+"""Distillation stage 1: the poses the student learns from and the teacher's frames for them.
+
+Teachers are posers from the registry (``rig:NAME``, ``tha3:<variant>``,
+``tha4-student:DIR``), loaded with the character. Frames are cached as uint8 memory maps in
+the run's checkpoint folder, so an interrupted render resumes at the frame it stopped at.
+
+Pose sets (all clipped to the parameter ranges):
+
+- ``face``: expressions only (no rotation), of which only the face box is kept. 40 % the
+  marginals a live face produces (linked blinks, one-eye winks, single vowels, brow groups,
+  gaze; :func:`sample_face`), 60 % dense expressions as a tracked face gives them (brows
+  raised, smiles with half-closed eyes, mixed vowels; :func:`dense_face`).
+- ``head`` / ``body``: rotation of one group, neutral face (what the warps are fitted on).
+- ``joint``: everything at once, half of them with the body following the head as the
+  tracker maps it (``body_y = head_y``, ``body_z = neck_z``).
+- ``heldout``: joint poses from another random stream, never trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from poser_models.student import BODY_INDICES, FACE_INPUTS, HEAD_INDICES
+from puppet.errors import PuppetError
+from puppet.pose import INDEX, LOWER, NUM_PARAMETERS, PARAMETER_NAMES, UPPER, PoseVector
+
+SIZE = 512
+Box = tuple[int, int, int, int]  # (top, left, height, width)
+Progress = Callable[[str, dict], None]
+
+
+class Teacher(Protocol):
+    def pose(self, pose: PoseVector) -> np.ndarray: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Pose sampling.
+
+
+def _value(rng: np.random.Generator) -> float:
+    return 1.0 if rng.random() < 0.3 else float(rng.random())
+
+
+def _pair(v: np.ndarray, group: str, rng: np.random.Generator, linked: float) -> None:
+    u = _value(rng)
+    left, right = INDEX[f"{group}_left"], INDEX[f"{group}_right"]
+    mode = rng.random()
+    if mode < linked:
+        v[left] = v[right] = u
+    elif mode < linked + (1 - linked) * 0.7:
+        v[left if rng.random() < 0.5 else right] = u
+    else:
+        v[left], v[right] = u, _value(rng)
+
+
+def sample_face(rng: np.random.Generator) -> np.ndarray:
+    """An expression (eyebrows, eyes, iris, mouth) with one or two groups active; rotation
+    and breathing at zero."""
+    v = np.zeros(NUM_PARAMETERS, np.float32)
+    blink = rng.random()
+    if blink < 0.35:
+        v[INDEX["eye_wink_left"]] = v[INDEX["eye_wink_right"]] = _value(rng)
+    elif blink < 0.6:
+        _pair(v, "eye_wink", rng, linked=0.0)
+    for group in (
+        "eye_happy_wink",
+        "eye_surprised",
+        "eye_relaxed",
+        "eye_unimpressed",
+        "eye_raised_lower_eyelid",
+        "iris_small",
+    ):
+        if rng.random() < 0.12:
+            _pair(v, group, rng, linked=0.7)
+    vowels = ["mouth_aaa", "mouth_iii", "mouth_uuu", "mouth_eee", "mouth_ooo"]
+    mouth = rng.random()
+    if mouth < 0.6:
+        v[INDEX[vowels[rng.integers(5)]]] = _value(rng)
+    elif mouth < 0.75:
+        for name in rng.choice(vowels, 2, replace=False):
+            v[INDEX[name]] = rng.random()
+    if rng.random() < 0.1:
+        v[INDEX["mouth_delta"]] = _value(rng)
+    for group in ("mouth_lowered_corner", "mouth_raised_corner"):
+        if rng.random() < 0.15:
+            _pair(v, group, rng, linked=0.6)
+    if rng.random() < 0.1:
+        v[INDEX["mouth_smirk"]] = _value(rng)
+    for group in (
+        "eyebrow_troubled",
+        "eyebrow_angry",
+        "eyebrow_lowered",
+        "eyebrow_raised",
+        "eyebrow_happy",
+        "eyebrow_serious",
+    ):
+        if rng.random() < 0.12:
+            _pair(v, group, rng, linked=0.7)
+    for name in ("iris_rotation_x", "iris_rotation_y"):
+        if rng.random() < 0.5:
+            v[INDEX[name]] = rng.uniform(-1, 1)
+    return v
+
+
+def dense_face(rng: np.random.Generator) -> np.ndarray:
+    """An expression with many groups active at once, as a tracked face gives (brows raised
+    all the time, smiles with half-closed eyes, vowels mixed, gaze everywhere)."""
+    v = np.zeros(NUM_PARAMETERS, np.float32)
+
+    def pair(group: str, p: float, linked: float = 0.8) -> None:
+        if rng.random() >= p:
+            return
+        value = rng.random() if rng.random() < 0.8 else 1.0
+        left, right = INDEX[f"{group}_left"], INDEX[f"{group}_right"]
+        if rng.random() < linked:
+            v[left] = v[right] = value
+        else:
+            v[left], v[right] = value, rng.random() * (rng.random() < 0.7)
+
+    for group, p in (
+        ("eyebrow_raised", 0.6),
+        ("eyebrow_happy", 0.35),
+        ("eyebrow_angry", 0.15),
+        ("eyebrow_troubled", 0.1),
+        ("eyebrow_lowered", 0.1),
+        ("eyebrow_serious", 0.1),
+        ("eye_wink", 0.5),
+        ("eye_happy_wink", 0.3),
+        ("eye_surprised", 0.35),
+        ("eye_relaxed", 0.1),
+        ("eye_unimpressed", 0.08),
+        ("eye_raised_lower_eyelid", 0.2),
+        ("iris_small", 0.1),
+        ("mouth_raised_corner", 0.5),
+        ("mouth_lowered_corner", 0.15),
+    ):
+        pair(group, p)
+    for name, p in (
+        ("mouth_aaa", 0.5),
+        ("mouth_iii", 0.25),
+        ("mouth_uuu", 0.35),
+        ("mouth_eee", 0.1),
+        ("mouth_ooo", 0.25),
+        ("mouth_delta", 0.05),
+        ("mouth_smirk", 0.05),
+    ):
+        if rng.random() < p:
+            v[INDEX[name]] = rng.random()
+    for name in ("iris_rotation_x", "iris_rotation_y"):
+        if rng.random() < 0.8:
+            v[INDEX[name]] = rng.uniform(-1, 1)
+    return v
+
+
+def sample_rotation(rng: np.random.Generator, head: bool, body: bool) -> np.ndarray:
+    """Head and/or body rotation values (everything else zero)."""
+    v = np.zeros(NUM_PARAMETERS, np.float32)
+    groups = ([HEAD_INDICES] if head else []) + ([BODY_INDICES] if body else [])
+    for indices in groups:
+        if rng.random() < 0.15:  # one axis alone, often at its extreme: a pure turn or tilt
+            i = indices[rng.integers(3)]
+            v[i] = (
+                rng.choice([LOWER[i], UPPER[i]])
+                if rng.random() < 0.5
+                else rng.uniform(LOWER[i], UPPER[i])
+            )
+            continue
+        for i in indices:
+            if rng.random() < 0.75:
+                v[i] = rng.uniform(LOWER[i], UPPER[i])
+    return v
+
+
+def face_poses(count: int, seed: int) -> np.ndarray:
+    """Expression-only poses: 40 % :func:`sample_face`, 60 % :func:`dense_face`."""
+    rng = np.random.default_rng([seed, 101])
+    out = [sample_face(rng) if rng.random() < 0.4 else dense_face(rng) for _ in range(count)]
+    return np.clip(np.stack(out) if out else np.zeros((0, NUM_PARAMETERS)), LOWER, UPPER).astype(
+        np.float32
+    )
+
+
+def joint_poses(count: int, seed: int, stream: int = 102) -> np.ndarray:
+    """Expression + head/body: half with the body following the head as the tracker maps it,
+    half independent; one in ten with a neutral face."""
+    rng = np.random.default_rng([seed, stream])
+    out = np.zeros((count, NUM_PARAMETERS), np.float32)
+    for n in range(count):
+        face = dense_face(rng) if rng.random() < 0.6 else sample_face(rng)
+        if rng.random() < 0.1:
+            face[:] = 0.0
+        rotation = sample_rotation(rng, head=True, body=rng.random() < 0.7)
+        if rng.random() < 0.5:
+            rotation[INDEX["body_y"]] = rotation[INDEX["head_y"]]
+            rotation[INDEX["body_z"]] = rotation[INDEX["neck_z"]]
+            rotation[INDEX["breathing"]] = rng.random()
+        out[n] = face + rotation
+    return np.clip(out, LOWER, UPPER).astype(np.float32)
+
+
+def sample_poses(kind: str, count: int, seed: int) -> np.ndarray:
+    """``count`` poses (count, 45) of one set: face, head, body, joint or heldout."""
+    if kind == "face":
+        return face_poses(count, seed)
+    if kind == "joint":
+        return joint_poses(count, seed, stream=102)
+    if kind == "heldout":
+        return joint_poses(count, seed, stream=103)
+    if kind not in ("head", "body"):
+        raise ValueError(f"unknown pose set {kind!r}")
+    rng = np.random.default_rng([seed, 2 if kind == "head" else 3])
+    out = [sample_rotation(rng, head=kind == "head", body=kind == "body") for _ in range(count)]
+    return np.clip(np.stack(out) if out else np.zeros((0, NUM_PARAMETERS)), LOWER, UPPER).astype(
+        np.float32
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Teachers.
+
+
+def parse_teacher(teacher: str) -> str:
+    """Normalise a teacher spec to a poser spec: rig -> rig:hana, tha3 -> tha3:separable_float."""
+    from poser_models.registry import DEFAULT_CHARACTER_NAME
+
+    kind, _, argument = teacher.strip().partition(":")
+    if kind == "rig":
+        return f"rig:{argument or DEFAULT_CHARACTER_NAME}"
+    if kind == "tha3":
+        return f"tha3:{argument or 'separable_float'}"
+    if kind == "tha4-student":
+        if not argument:
+            raise PuppetError(
+                "The teacher tha4-student needs its folder.", "Write --teacher tha4-student:DIR."
+            )
+        return f"tha4-student:{argument}"
+    raise PuppetError(
+        f"Unknown teacher {teacher!r}.",
+        "Use --teacher rig, tha3[:variant] or tha4-student:DIR.",
+    )
+
+
+def make_teacher(teacher: str, character: Path | np.ndarray, device: str = "cpu") -> Teacher:
+    """The teacher poser (``pose(PoseVector) -> RGBA uint8``), loaded with ``character``."""
+    from poser_models.registry import create_poser
+    from puppet.paths import models_dir
+
+    return create_poser(parse_teacher(teacher), character, device, models_dir=models_dir())
+
+
+def check_frame(frame: np.ndarray) -> np.ndarray:
+    if frame.shape != (SIZE, SIZE, 4) or frame.dtype != np.uint8:
+        raise PuppetError(
+            f"The teacher returned a {frame.dtype} frame of shape {frame.shape};"
+            " expected (512, 512, 4) uint8.",
+            "Use a teacher that poses 512x512 RGBA images.",
+        )
+    return frame
+
+
+def render_frames(teacher: Teacher, poses: np.ndarray) -> np.ndarray:
+    """Teacher frames for ``poses`` (N, 45): straight sRGB RGBA uint8 (N, 512, 512, 4)."""
+    frames = np.empty((len(poses), SIZE, SIZE, 4), np.uint8)
+    for n, values in enumerate(poses):
+        frames[n] = check_frame(teacher.pose(PoseVector(values)))
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# Face parts, found by probing the teacher.
+
+
+def part_groups() -> dict[str, list[int]]:
+    """The face values each part reads, by THA's naming: the character's right eye + brow,
+    left eye + brow, mouth. The iris rotation drives both eyes."""
+    groups: dict[str, list[int]] = {"right": [], "left": [], "mouth": []}
+    for i, name in enumerate(PARAMETER_NAMES[:FACE_INPUTS]):
+        if name.startswith("mouth_"):
+            groups["mouth"].append(i)
+        elif name.startswith("iris_rotation"):
+            groups["right"].append(i)
+            groups["left"].append(i)
+        else:
+            groups["left" if name.endswith("_left") else "right"].append(i)
+    return groups
+
+
+def find_parts(
+    teacher: Teacher, pad: int = 4
+) -> tuple[tuple[Box, ...], tuple[tuple[int, ...], ...]]:
+    """Each part's box is where its own values change the un-rotated frame (by more than
+    2/255), padded; returns (boxes, inputs)."""
+    neutral = check_frame(teacher.pose(PoseVector())).astype(np.int16)
+    shared = {i for i, n in enumerate(PARAMETER_NAMES) if n.startswith("iris_rotation")}
+    boxes, inputs = [], []
+    for name, indices in part_groups().items():
+        changed = np.zeros((SIZE, SIZE), bool)
+        # The box comes from the part's own values: the shared iris rotation moves both
+        # irises, inside the openings the eye values already mark (counting it would make
+        # both eye boxes span both eyes).
+        for i in [i for i in indices if i not in shared]:
+            for value in {float(UPPER[i]), float(LOWER[i]), 0.5 * float(UPPER[i])} - {0.0}:
+                v = np.zeros(NUM_PARAMETERS, np.float32)
+                v[i] = value
+                frame = check_frame(teacher.pose(PoseVector(v)))
+                changed |= np.abs(frame.astype(np.int16) - neutral).max(axis=-1) > 2
+        if not changed.any():
+            raise PuppetError(
+                f"The teacher's {name} face values change nothing in the image.",
+                "Check the teacher and the character image (the face must be where THA"
+                " expects it: `puppet character check IMAGE`).",
+            )
+        ys, xs = np.nonzero(changed)
+        top, bottom = max(0, ys.min() - pad), min(SIZE, ys.max() + 1 + pad)
+        left, right = max(0, xs.min() - pad), min(SIZE, xs.max() + 1 + pad)
+        boxes.append((int(top), int(left), int(bottom - top), int(right - left)))
+        inputs.append(tuple(indices))
+    return tuple(boxes), tuple(inputs)
+
+
+def union_box(boxes: tuple[Box, ...] | list[Box]) -> Box:
+    top = min(b[0] for b in boxes)
+    left = min(b[1] for b in boxes)
+    bottom = max(b[0] + b[2] for b in boxes)
+    right = max(b[1] + b[3] for b in boxes)
+    return top, left, bottom - top, right - left
+
+
+# ---------------------------------------------------------------------------------------------
+# Cached frames.
+
+FrameSets = dict[str, tuple[np.ndarray, np.ndarray]]  # name -> (poses (N, 45), uint8 frames)
+
+
+def set_shape(kind: str, face_box: Box) -> tuple[int, int, int]:
+    return (face_box[2], face_box[3], 4) if kind == "face" else (SIZE, SIZE, 4)
+
+
+def open_cache(folder: Path, kind: str, count: int, shape: tuple[int, ...]) -> np.ndarray:
+    path = folder / f"{kind}.u8"
+    size = count * math.prod(shape)
+    if count == 0:
+        return np.zeros((0, *shape), np.uint8)
+    mode = "r+" if path.is_file() and path.stat().st_size == size else "w+"
+    return np.memmap(path, np.uint8, mode, shape=(count, *shape))
+
+
+def render_sets(
+    folder: Path,
+    teacher: Callable[[], Teacher],
+    sizes: dict[str, int],
+    seed: int,
+    face_box: Box,
+    rendered: dict[str, int],
+    save: Callable[[], None],
+    progress: Progress,
+    save_every_s: float = 20.0,
+) -> FrameSets:
+    """Render (or finish rendering) every set into ``folder``; ``rendered`` counts the frames
+    done per set and is updated in place, ``save()`` persists it (the run state).
+
+    ``teacher`` is called only when a frame is missing (a resumed, finished render needs no
+    teacher: THA3 takes a while to load)."""
+    top, left, height, width = face_box
+    total = sum(sizes.values())
+    done_all = sum(min(rendered.get(k, 0), n) for k, n in sizes.items())
+    out: FrameSets = {}
+    start = time.monotonic()
+    fresh = 0
+    for kind, count in sizes.items():
+        cache = open_cache(folder, kind, count, set_shape(kind, face_box))
+        poses = sample_poses(kind, count, seed)
+        last_save = time.monotonic()
+        for n in range(rendered.get(kind, 0), count):
+            frame = check_frame(teacher().pose(PoseVector(poses[n])))
+            cache[n] = frame[top : top + height, left : left + width] if kind == "face" else frame
+            done_all += 1
+            fresh += 1
+            if time.monotonic() - last_save > save_every_s or n == count - 1:
+                cache.flush()
+                rendered[kind] = n + 1
+                save()
+                last_save = time.monotonic()
+            elapsed = time.monotonic() - start
+            progress(
+                "render",
+                {
+                    "set": kind,
+                    "done": done_all,
+                    "total": total,
+                    "seconds_per_frame": elapsed / fresh,
+                },
+            )
+        out[kind] = (poses, cache)
+    return out
