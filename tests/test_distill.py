@@ -92,6 +92,12 @@ def test_face_parts_are_found_by_probing_the_rig() -> None:
     assert INDEX["eye_wink_right"] in right_in and INDEX["eye_wink_left"] in left_in
     assert INDEX["iris_rotation_x"] in right_in and INDEX["iris_rotation_x"] in left_in
     assert set(mouth_in) == {i for n, i in INDEX.items() if n.startswith("mouth_")}
+    # The robust rule (for THA teachers, which re-synthesise the whole face a little) keeps
+    # the middle of each part's change: inside the exact boxes, most of each.
+    robust, _ = find_parts(make_teacher("rig", DEFAULT_CHARACTER_IMAGE), robust=True)
+    for (t, lft, h, w), (rt, rl, rh, rw) in zip(parts, robust, strict=True):
+        assert t <= rt and lft <= rl and rt + rh <= t + h and rl + rw <= lft + w
+        assert rh * rw > 0.5 * h * w
 
 
 # ---------------------------------------------------------------------------------------------

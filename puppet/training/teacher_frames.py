@@ -291,16 +291,27 @@ def part_groups() -> dict[str, list[int]]:
     return groups
 
 
+# Where THA's face morpher works (rows 32-224, cols 160-352 of the 512 frame): expression
+# changes outside it are the editor's re-synthesis, not the face.
+FACE_REGION = (32, 160, 192, 192)
+
+
 def find_parts(
-    teacher: Teacher, pad: int = 4
+    teacher: Teacher, pad: int = 4, robust: bool = False
 ) -> tuple[tuple[Box, ...], tuple[tuple[int, ...], ...]]:
-    """Each part's box is where its own values change the un-rotated frame (by more than
-    2/255), padded; returns (boxes, inputs)."""
+    """Each part's box is where its own values change the un-rotated frame inside
+    :data:`FACE_REGION`, padded; returns (boxes, inputs).
+
+    An exact teacher (the rig) changes only what it redraws: the box holds every pixel that
+    changes by more than 2/255. THA's networks re-synthesise the whole face a little with
+    every value (``robust``): the box then holds the middle 98 % (per axis) of the squared
+    change above 8/255, so faint far changes do not stretch it over the whole face."""
     neutral = check_frame(teacher.pose(PoseVector())).astype(np.int16)
     shared = {i for i, n in enumerate(PARAMETER_NAMES) if n.startswith("iris_rotation")}
+    rt, rl, rh, rw = FACE_REGION
     boxes, inputs = [], []
     for name, indices in part_groups().items():
-        changed = np.zeros((SIZE, SIZE), bool)
+        change = np.zeros((SIZE, SIZE), np.int16)
         # The box comes from the part's own values: the shared iris rotation moves both
         # irises, inside the openings the eye values already mark (counting it would make
         # both eye boxes span both eyes).
@@ -309,19 +320,31 @@ def find_parts(
                 v = np.zeros(NUM_PARAMETERS, np.float32)
                 v[i] = value
                 frame = check_frame(teacher.pose(PoseVector(v)))
-                changed |= np.abs(frame.astype(np.int16) - neutral).max(axis=-1) > 2
-        if not changed.any():
+                change = np.maximum(change, np.abs(frame.astype(np.int16) - neutral).max(axis=-1))
+        region = change[rt : rt + rh, rl : rl + rw].astype(np.float32)
+        weight = np.maximum(region - (8 if robust else 2), 0) ** 2
+        if not weight.any():
             raise PuppetError(
                 f"The teacher's {name} face values change nothing in the image.",
                 "Check the teacher and the character image (the face must be where THA"
                 " expects it: `puppet character check IMAGE`).",
             )
-        ys, xs = np.nonzero(changed)
-        top, bottom = max(0, ys.min() - pad), min(SIZE, ys.max() + 1 + pad)
-        left, right = max(0, xs.min() - pad), min(SIZE, xs.max() + 1 + pad)
+        if robust:
+            (y0, y1), (x0, x1) = _middle(weight.sum(1)), _middle(weight.sum(0))
+        else:
+            ys, xs = np.nonzero(weight)
+            (y0, y1), (x0, x1) = (ys.min(), ys.max()), (xs.min(), xs.max())
+        top, bottom = max(0, rt + y0 - pad), min(SIZE, rt + y1 + 1 + pad)
+        left, right = max(0, rl + x0 - pad), min(SIZE, rl + x1 + 1 + pad)
         boxes.append((int(top), int(left), int(bottom - top), int(right - left)))
         inputs.append(tuple(indices))
     return tuple(boxes), tuple(inputs)
+
+
+def _middle(weight: np.ndarray, tail: float = 0.01) -> tuple[int, int]:
+    """First and last index of the middle ``1 - 2 tail`` of a 1-D weight's mass."""
+    cumulative = np.cumsum(weight) / weight.sum()
+    return int(np.searchsorted(cumulative, tail)), int(np.searchsorted(cumulative, 1 - tail))
 
 
 def union_box(boxes: tuple[Box, ...] | list[Box]) -> Box:

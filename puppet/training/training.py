@@ -152,6 +152,7 @@ def train(
     checkpoint_every: int = 0,
     checkpoint_seconds: float = 60.0,
     progress: Progress | None = None,
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> tuple[StudentNet, int]:
     """Train from ``checkpoint`` if it exists (else from ``net``); returns (net, steps done).
 
@@ -159,7 +160,8 @@ def train(
     schedule follows max(step fraction, time fraction), so a machine too slow to finish the
     steps in time ends on time with a decayed rate (and that run is no longer reproducible
     step for step). A checkpoint is written every ``checkpoint_every`` steps (0: never by
-    count), every ``checkpoint_seconds`` and at the end."""
+    count), every ``checkpoint_seconds`` and at the end; ``on_checkpoint(step)`` follows
+    each (the run saves its state then: the time spent so far counts after a crash)."""
     source = torch.from_numpy(rgba_to_premultiplied_linear(character)).permute(2, 0, 1)
     source = source.contiguous()
     kinds = [k for k in ("joint", "head", "body") if len(frames.get(k, ((), ()))[0])]
@@ -232,6 +234,10 @@ def train(
             or step == steps
         ):
             save_checkpoint(checkpoint, net, optimiser, step)
+            if on_checkpoint is not None:
+                on_checkpoint(step)
             last = time.monotonic()
     save_checkpoint(checkpoint, net, optimiser, step)
+    if on_checkpoint is not None:
+        on_checkpoint(step)
     return net, step
