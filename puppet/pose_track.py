@@ -115,12 +115,6 @@ def _parse_frame(path: Path, line_number: int, text: str, previous_t: float) -> 
     return PoseFrame(float(t), PoseVector(values))
 
 
-def iter_track(path: Path | str) -> Iterator[PoseFrame]:
-    """Yield frames one by one (a long track is never held in memory), validating each line."""
-    with TrackReader(path) as reader:
-        yield from reader
-
-
 class TrackReader:
     """A pose track read as a stream: the header is validated when it opens, each frame line
     as it is read, so the first frame of a track of any length comes at once and memory stays
@@ -198,12 +192,6 @@ def count_track_frames(path: Path | str) -> int:
     except OSError as error:
         raise os_error(error, path, "read") from None
     return max(count - 1, 0)
-
-
-def read_track_fps(path: Path | str) -> float:
-    """The header's fps (validates the header only)."""
-    with TrackReader(path) as reader:
-        return reader.fps
 
 
 def read_track(path: Path | str) -> PoseTrack:
