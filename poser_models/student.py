@@ -166,7 +166,7 @@ def check_tensors(tensors: dict, config: StudentConfig, what: str) -> None:
             )
         if not np.isfinite(np.asarray(value, dtype=np.float32)).all():
             raise PuppetError(
-                f"Student tensor {name!r} in the {what} is not finite.",
+                f"Student tensor {name!r} in the {what} holds NaN or inf values (not finite).",
                 "The file is damaged: re-run `puppet distill`.",
             )
 
