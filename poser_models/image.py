@@ -103,12 +103,7 @@ def _read_rgba(path: Path | str) -> np.ndarray:
             "Check the path, or pass --character PATH to a 512x512 RGBA PNG.",
         )
     try:
-        with warnings.catch_warnings():
-            # PIL's own bomb warning (a stderr line above 89 MP): check_pixel_count says it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(path)
-        with opened as image:
-            check_pixel_count(image.size, str(path))
+        with open_image_checked(path) as image:
             image.load()
             has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
                 image.mode == "P" and "transparency" in image.info
@@ -125,6 +120,23 @@ def _read_rgba(path: Path | str) -> np.ndarray:
             f"Cannot read character image {str(path)!r} ({error.__class__.__name__}: {error}).",
             _RGBA_FIX,
         ) from None
+
+
+def open_image_checked(path: Path | str) -> Image.Image:
+    """Open an image lazily (header only) and refuse it above MAX_PIXELS before any decoding.
+
+    PIL's own bomb warning (a stderr line above 89 MP) is silenced: check_pixel_count says it.
+    Raises PuppetError for too many pixels, PIL's errors for a file it cannot read.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    try:
+        check_pixel_count(image.size, str(path))
+    except PuppetError:
+        image.close()
+        raise
+    return image
 
 
 def check_pixel_count(size: tuple[int, int], name: str) -> None:

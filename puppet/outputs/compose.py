@@ -7,7 +7,6 @@ channel (H.264, most virtual cameras) composite the frame over a *background*: a
 
 from __future__ import annotations
 
-import warnings
 from functools import lru_cache
 from pathlib import Path
 
@@ -77,15 +76,11 @@ def load_background_image(path: Path, width: int, height: int) -> np.ndarray:
     import cv2
     from PIL import Image, UnidentifiedImageError
 
-    from poser_models.image import MAX_PIXELS, check_pixel_count
+    from poser_models.image import MAX_PIXELS, open_image_checked
 
     try:
         # The header alone: a huge image is refused before OpenCV decodes it.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            opened = Image.open(path)
-        with opened as header:
-            check_pixel_count(header.size, str(path))
+        open_image_checked(path).close()
     except Image.DecompressionBombError:
         raise PuppetError(
             f"Image {str(path)!r} is far above {MAX_PIXELS / 1e6:.0f} megapixels.",
