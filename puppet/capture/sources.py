@@ -97,7 +97,35 @@ def open_video_capture(source: int | Path) -> cv2.VideoCapture:
     return capture
 
 
-class FrameSource:
+class _NewestFrameSlot:
+    """The newest-frame handoff both live sources share: a producer thread publishes into
+    ``_latest`` under ``_lock``; :meth:`read` returns each frame at most once, newest first."""
+
+    _lock: threading.Condition
+    _latest: CapturedFrame | None
+    _taken_index: int
+
+    def _no_more_frames(self) -> bool:
+        """True when waiting is pointless (a file ended, the source was closed)."""
+        raise NotImplementedError
+
+    def read(self, timeout: float = 1.0) -> CapturedFrame | None:
+        """The newest frame not yet returned; None on timeout or when no more will come."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                latest = self._latest
+                if latest is not None and latest.index > self._taken_index:
+                    self._taken_index = latest.index
+                    self._lock.notify_all()  # a non-realtime file reader waits for this
+                    return latest
+                remaining = deadline - time.monotonic()
+                if self._no_more_frames() or remaining <= 0:
+                    return None
+                self._lock.wait(remaining)
+
+
+class FrameSource(_NewestFrameSlot):
     """The newest frame of a camera or video file, read on a background thread.
 
     Files are read at their own frame rate when ``realtime`` (like a camera), or as fast as
@@ -212,22 +240,8 @@ class FrameSource:
             capture.release()
 
     # -- consumer ------------------------------------------------------------------------
-    def read(self, timeout: float = 1.0) -> CapturedFrame | None:
-        """The newest frame not yet returned; None on timeout or at the end of a file."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                latest = self._latest
-                if latest is not None and latest.index > self._taken_index:
-                    self._taken_index = latest.index
-                    self._lock.notify_all()
-                    return latest
-                if self._finished:
-                    return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                self._lock.wait(remaining)
+    def _no_more_frames(self) -> bool:
+        return self._finished
 
     @property
     def finished(self) -> bool:
@@ -251,7 +265,7 @@ class FrameSource:
         self.close()
 
 
-class SyntheticCamera:
+class SyntheticCamera(_NewestFrameSlot):
     """A camera stand-in that delivers ``image`` (BGR) at exactly ``fps``, each frame stamped
     with its capture time, for the latency benchmark and the tests.
 
@@ -316,19 +330,8 @@ class SyntheticCamera:
             self.frames_made += 1
             index += 1
 
-    def read(self, timeout: float = 1.0) -> CapturedFrame | None:
-        """The newest frame not yet returned; None on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                latest = self._latest
-                if latest is not None and latest.index > self._taken_index:
-                    self._taken_index = latest.index
-                    return latest
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self._stop.is_set():
-                    return None
-                self._lock.wait(remaining)
+    def _no_more_frames(self) -> bool:
+        return self._stop.is_set()
 
     @property
     def finished(self) -> bool:
