@@ -205,8 +205,8 @@ def _profile_path(profile: str | None) -> Path | None:
     return Path(profile)
 
 
-def progress_bar(description: str):
-    """A rich progress bar with fps and ETA, as a (callback, context) pair."""
+def _progress(label: str, *extra_columns):
+    """A rich Progress on stderr: label, bar, done/total, ``extra_columns``, elapsed, ETA."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -216,6 +216,21 @@ def progress_bar(description: str):
         TimeRemainingColumn,
     )
 
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+    )
+
+
+def progress_bar(description: str):
+    """A rich progress bar with fps and ETA, as a (callback, context) pair."""
+    from rich.progress import TextColumn
+
     class FpsColumn(TextColumn):
         def __init__(self):
             super().__init__("")
@@ -224,15 +239,7 @@ def progress_bar(description: str):
             speed = task.finished_speed or task.speed
             return f"{speed:.1f} fps" if speed else ""
 
-    bar = Progress(
-        TextColumn(description),
-        BarColumn(),
-        MofNCompleteColumn(),
-        FpsColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+    bar = _progress(description, FpsColumn())
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int | None) -> None:
@@ -573,23 +580,7 @@ def distill(
 def _distill_progress():
     """(callback, context) drawing ``puppet.training.distill``'s progress events as one bar
     per phase, with log lines above it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-    )
+    bar = _progress("{task.description}")
     tasks: dict[str, int] = {}
 
     def task(name: str, total: int | None) -> int:
