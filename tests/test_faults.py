@@ -415,6 +415,24 @@ def test_ctrl_c_during_render_keeps_a_valid_partial_and_the_old_file(tmp_path, k
     no_temporaries(tmp_path)
 
 
+def test_a_stop_request_waits_for_the_end_of_the_frame():
+    """The first Ctrl+C only asks to stop: nothing is raised inside the frame's work (where a
+    KeyboardInterrupt in mediapipe's mp.Image printed a traceback); check() raises it. A
+    second Ctrl+C aborts at once."""
+    from puppet.interrupts import DeferredInterrupt
+
+    with DeferredInterrupt().installed() as interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler runs here: it must not raise
+        assert interrupt.requested.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            interrupt.check()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigterm_during_track_keeps_the_existing_track(tmp_path):
     """`track` stopped over an existing complete track: the track stays; the lines done so far
     are kept, valid, as NAME.partial.jsonl."""

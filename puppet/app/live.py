@@ -14,11 +14,10 @@ so the capture-to-output latency is measured (p50/p95 in the HUD, the end line a
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
 from puppet.capture.sources import FrameSource, LiveSource, parse_source
 from puppet.device import check_device
 from puppet.errors import PuppetError
+from puppet.interrupts import DeferredInterrupt, stop_on_sigint
 from puppet.outputs.base import FrameInfo, LiveControls, Output, PacingStats
 from puppet.outputs.factory import OutputSet, open_output, open_outputs
 from puppet.paths import DEFAULT_STUDENT_DIR, models_dir
@@ -200,25 +200,6 @@ class FaceToPose:
         self.tracker.close()
         if self.lipsync is not None:
             self.lipsync.close()
-
-
-@contextmanager
-def _stop_on_sigint(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl+C asks the loop to stop cleanly (files are finished); a second one aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 class _TrackPlayer:
@@ -561,7 +542,7 @@ def run_live(
             # Whatever ends the session, the frames recorded so far are kept.
             recorder = SessionRecorder(config.record, fps)
             stack.callback(recorder.close)
-        stack.enter_context(_stop_on_sigint(stop))
+        stack.enter_context(stop_on_sigint(stop))
 
         log.info("live: %s -> %s", config.source, ", ".join(names) or "no outputs")
         start = time.perf_counter()
@@ -702,57 +683,76 @@ def render(
     poser = load_poser(config.poser, config.character, config.device)
     fps, count, poses, close_driver = _driver_poses(config, timer)
     audio_from = driver if (config.copy_audio and not is_track(driver)) else None
-    start = time.perf_counter()
-    index = 0
+    interrupt = DeferredInterrupt()
     try:
-        first = next(poses, None)
-        if first is None:
-            raise PuppetError(f"{driver} has no frames.", "Use a non-empty driver.")
-        with timer.stage("poser"):
-            image = poser.pose(first[1])
-        height, width = image.shape[:2]
-        output = open_output(
-            config.output,
-            width=width,
-            height=height,
-            fps=fps,
-            background=config.background,
-            audio_from=audio_from,
-        )
-        keep_partial = getattr(output, "keep_partial", output.close)
-        driver_error: PuppetError | None = None
-        try:
-            t, pose = first
-            while True:
-                with timer.stage("outputs"):
-                    output.send(image, FrameInfo(index=index, t=t, pose=pose))
-                index += 1
-                if progress is not None:
-                    progress(index, count)
-                try:
-                    item = next(poses, None)
-                except PuppetError as error:  # a bad driver line: keep the frames before it
-                    driver_error = error
-                    break
-                if item is None:
-                    break
-                t, pose = item
-                with timer.stage("poser"):
-                    image = poser.pose(pose)
-        except KeyboardInterrupt:
-            keep_partial()
-            raise
-        except BaseException:
-            abort = getattr(output, "abort", None)
-            if abort is not None:
-                abort()
-            raise
-        if driver_error is not None:
-            keep_partial()
-            raise driver_error
-        output.close()
+        with interrupt.installed():
+            return _render_frames(
+                config, poser, fps, poses, count, audio_from, timer, interrupt, progress
+            )
     finally:
         close_driver()
+
+
+def _render_frames(
+    config: RenderConfig,
+    poser: Poser,
+    fps: float,
+    poses: Iterator[tuple[float, PoseVector]],
+    count: int | None,
+    audio_from: Path | None,
+    timer: StageTimer,
+    interrupt: DeferredInterrupt,
+    progress: Callable[[int, int | None], None] | None,
+) -> RunReport:
+    start = time.perf_counter()
+    index = 0
+    first = next(poses, None)
+    if first is None:
+        raise PuppetError(f"{config.driver} has no frames.", "Use a non-empty driver.")
+    with timer.stage("poser"):
+        image = poser.pose(first[1])
+    height, width = image.shape[:2]
+    output = open_output(
+        config.output,
+        width=width,
+        height=height,
+        fps=fps,
+        background=config.background,
+        audio_from=audio_from,
+    )
+    keep_partial = getattr(output, "keep_partial", output.close)
+    driver_error: PuppetError | None = None
+    try:
+        t, pose = first
+        while True:
+            with timer.stage("outputs"):
+                output.send(image, FrameInfo(index=index, t=t, pose=pose))
+            index += 1
+            if progress is not None:
+                progress(index, count)
+            interrupt.check()
+            try:
+                item = next(poses, None)
+            except PuppetError as error:  # a bad driver line: keep the frames before it
+                driver_error = error
+                break
+            if item is None:
+                break
+            t, pose = item
+            with timer.stage("poser"):
+                image = poser.pose(pose)
+    except KeyboardInterrupt:
+        keep_partial()
+        raise
+    except BaseException:
+        abort = getattr(output, "abort", None)
+        if abort is not None:
+            abort()
+        raise
+    if driver_error is not None:
+        keep_partial()
+        raise driver_error
+    output.close()
     elapsed = time.perf_counter() - start
     return RunReport(
         index, elapsed, index / elapsed if elapsed else 0.0, timer.stats(), [config.output], []
@@ -778,9 +778,13 @@ def track_video(
     index = 0
     try:
         # Ctrl+C keeps the lines so far as NAME.partial.jsonl; an existing NAME.jsonl stays.
-        with PoseTrackWriter(track_path, fps, on_interrupt="partial") as writer:
+        with (
+            DeferredInterrupt().installed() as interrupt,
+            PoseTrackWriter(track_path, fps, on_interrupt="partial") as writer,
+        ):
             for t, pose in poses:
                 writer.write(t, pose)
+                interrupt.check()
                 index += 1
                 if progress is not None:
                     progress(index, count)

@@ -22,6 +22,7 @@ import numpy as np
 
 from puppet.atomic import atomic_write_text
 from puppet.errors import PuppetError
+from puppet.interrupts import DeferredInterrupt
 from puppet.mapping.converters import (
     FeatureRanges,
     MapperSettings,
@@ -519,7 +520,7 @@ def calibrate(
     frames, close_source = _frames_from(source)
     recorded: dict[str, list[FaceObservation]] = {}
     try:
-        with FaceTracker(options) as face_tracker:
+        with DeferredInterrupt().installed() as interrupt, FaceTracker(options) as face_tracker:
             step_index = 0
             phase_start: float | None = None
             prompt(f"Calibration for profile {profile_name!r}: {len(steps)} step(s).")
@@ -536,6 +537,7 @@ def calibrate(
                     prompt(STEP_PROMPTS[steps[step_index]])
                     phase_start, elapsed = ts, 0.0
                 obs = face_tracker.detect(frame, int(round(ts * 1000)))
+                interrupt.check()  # a stop request ends here, never inside mediapipe
                 if elapsed < settle_seconds:
                     continue
                 seen[steps[step_index]] += 1
