@@ -14,6 +14,18 @@ thread, so ``send`` only copies the frame. With no page open nothing is encoded.
 each frame into a ``<canvas>`` scaled to fit the window. ``/latest.png`` returns the current
 frame at once.
 
+Client rendering (``BrowserOutput(student=...)``, ``puppet live -o browser --render client``):
+the page downloads the puppet student once (``/student.json`` + ``/student.bin``, made by
+``puppet.outputs.web_student``, and the renderer ``/student_renderer.js``), then renders it
+itself with WebGL2 at the canvas size. After that only poses travel: ``/poses`` is one endless
+binary response of ``POSE_RECORD_BYTES`` (184) bytes a frame (uint32 sequence number and 45
+float32, little-endian), the newest pose whenever there is one newer than the last sent (a
+slow page skips poses, nothing queues in the server); the stream ends after
+``LONG_POLL_SECONDS`` without a pose and the page reconnects. A browser without WebGL2 says so
+on the page and long-polls ``/frame`` for PNGs as in server mode; those frames are rendered
+from the pose by the output's own student poser, loaded on the first such request, so the
+live loop need not run its poser for this output (``needs_frames`` is False).
+
 The server listens on 127.0.0.1 only, unless another ``host`` is given explicitly.
 Client disconnects are handled on the server's threads and never reach ``send``.
 
@@ -28,10 +40,14 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 import threading
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 import numpy as np
@@ -39,6 +55,10 @@ import numpy as np
 from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.compose import check_frame
+from puppet.pose import NUM_PARAMETERS
+
+if TYPE_CHECKING:  # the exporter needs OpenCV; server mode does not load it
+    from puppet.outputs.web_student import WebStudent
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +66,17 @@ DEFAULT_PORT = 8787
 LONG_POLL_SECONDS = 10.0
 IDLE_TIMEOUT_S = 20.0  # a connection with no request for this long is closed
 MAX_VIEWERS = 8  # connections served at once; more get 503 (an OBS scene needs one or two)
+POSE_RECORD = struct.Struct(f"<I{NUM_PARAMETERS}f")  # sequence number, pose
+POSE_RECORD_BYTES = POSE_RECORD.size  # 184
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>puppet</title>
-<style>
-html, body { margin: 0; height: 100%; background: transparent; overflow: hidden; }
-canvas { display: block; width: 100%; height: 100%; object-fit: contain; }
-</style></head>
-<body><canvas id="puppet" width="1" height="1"></canvas>
-<script>
-"use strict";
-// Long-poll loop: ask for the frame after the one shown; the server answers with the newest.
-const canvas = document.getElementById("puppet");
-const context = canvas.getContext("2d");
+# The PNG long-poll loop: the server-mode page, and the client-mode page without WebGL2.
+_PNG_LOOP = """
 window.puppetSeq = 0;      // sequence number of the frame on screen (read by tests)
 window.puppetFrames = 0;   // frames drawn
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-async function run() {
+// Long-poll loop: ask for the frame after the one shown; the server answers with the newest.
+async function showPngFrames(canvas) {
+  const context = canvas.getContext("2d");
   let seq = 0;
   for (;;) {
     try {
@@ -88,7 +102,133 @@ async function run() {
     }
   }
 }
-run();
+"""
+
+_STYLE = """<style>
+html, body { margin: 0; height: 100%; background: transparent; overflow: hidden; }
+canvas { display: block; width: 100%; height: 100%; object-fit: contain; }
+#message { position: fixed; left: 0; right: 0; top: 0; padding: 8px; font: 16px sans-serif;
+  color: #fff; background: rgba(160, 0, 0, 0.85); }
+</style>"""
+
+PAGE = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>puppet</title>
+{_STYLE}</head>
+<body><canvas id="puppet" width="1" height="1"></canvas>
+<script>
+"use strict";
+{_PNG_LOOP}
+showPngFrames(document.getElementById("puppet"));
+</script></body></html>
+"""
+
+CLIENT_PAGE = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>puppet</title>
+{_STYLE}</head>
+<body><canvas id="puppet"></canvas>
+<script src="student_renderer.js"></script>
+<script>
+"use strict";
+{_PNG_LOOP}
+const RECORD = {POSE_RECORD_BYTES};
+window.puppetMode = "starting";  // "webgl2" or "png" once chosen (read by tests)
+
+function fallBack(reason) {{
+  const message = document.createElement("div");
+  message.id = "message";
+  message.textContent = `puppet: ${{reason}}, so this page cannot draw the character itself. ` +
+    "It shows PNG frames from puppet instead, which costs puppet more CPU. In OBS, turn on " +
+    "Settings > Advanced > Browser Source Hardware Acceleration and restart OBS.";
+  document.body.appendChild(message);
+  console.warn(message.textContent);
+  setTimeout(() => {{ message.style.display = "none"; }}, 15000);  // keep the scene clean
+  const canvas = document.createElement("canvas");  // the WebGL canvas cannot do 2D
+  document.getElementById("puppet").replaceWith(canvas);
+  canvas.id = "puppet";
+  window.puppetMode = "png";
+  showPngFrames(canvas);
+}}
+
+async function download() {{
+  for (;;) {{  // the server may not be up yet: wait for it
+    try {{
+      const manifest = await fetch("student.json", {{ cache: "no-store" }});
+      const weights = await fetch("student.bin", {{ cache: "no-store" }});
+      if (manifest.ok && weights.ok) return [await manifest.json(), await weights.arrayBuffer()];
+    }} catch (error) {{}}
+    await sleep(500);
+  }}
+}}
+
+async function followPoses(renderer, canvas) {{
+  let latest = null;
+  let scheduled = false;
+  const draw = () => {{
+    scheduled = false;
+    const width = Math.max(1, Math.round(canvas.clientWidth * devicePixelRatio));
+    const height = Math.max(1, Math.round(canvas.clientHeight * devicePixelRatio));
+    if (canvas.width !== width || canvas.height !== height) {{
+      canvas.width = width;
+      canvas.height = height;
+    }}
+    renderer.render(latest.pose);
+    window.puppetSeq = latest.seq;
+    window.puppetFrames += 1;
+  }};
+  window.puppetStreamBytes = 0;
+  for (;;) {{
+    try {{
+      const response = await fetch("poses", {{ cache: "no-store" }});
+      if (response.status !== 200) {{ await sleep(500); continue; }}
+      const reader = response.body.getReader();
+      let pending = new Uint8Array(0);
+      for (;;) {{
+        const {{ value, done }} = await reader.read();
+        if (done) break;
+        window.puppetStreamBytes += value.length;
+        const joined = new Uint8Array(pending.length + value.length);
+        joined.set(pending);
+        joined.set(value, pending.length);
+        const records = Math.floor(joined.length / RECORD);
+        pending = joined.slice(records * RECORD);
+        if (records === 0) continue;
+        // Only the newest pose of what arrived is drawn, on the next animation frame.
+        const view = new DataView(joined.buffer, (records - 1) * RECORD, RECORD);
+        const pose = new Float32Array({NUM_PARAMETERS});
+        for (let i = 0; i < pose.length; i++) pose[i] = view.getFloat32(4 + 4 * i, true);
+        latest = {{ seq: view.getUint32(0, true), pose }};
+        if (!scheduled) {{
+          scheduled = true;
+          requestAnimationFrame(draw);
+        }}
+      }}
+    }} catch (error) {{
+      await sleep(500);  // server restarting or gone: reconnect
+    }}
+  }}
+}}
+
+async function main() {{
+  const canvas = document.getElementById("puppet");
+  const options = {{ alpha: true, premultipliedAlpha: false, preserveDrawingBuffer: true,
+    antialias: false, depth: false, stencil: false }};
+  const gl = canvas.getContext("webgl2", options);
+  if (!gl) return fallBack("this browser has no WebGL2");
+  if (!gl.getExtension("EXT_color_buffer_float")) {{
+    return fallBack("this browser's WebGL2 has no float render targets (EXT_color_buffer_float)");
+  }}
+  const [manifest, weights] = await download();
+  let renderer;
+  try {{
+    renderer = new PuppetStudent.Renderer(gl, manifest, weights);
+  }} catch (error) {{
+    return fallBack(`the student does not load in WebGL2 (${{error.message}})`);
+  }}
+  window.puppetRenderer = renderer;
+  window.puppetMode = "webgl2";
+  followPoses(renderer, canvas);
+}}
+main();
 </script></body></html>
 """
 
@@ -108,22 +248,26 @@ def encode_png(frame: np.ndarray) -> bytes:
 
 
 class _LatestFrame:
-    """The newest frame and its PNG, shared between ``send`` and the HTTP threads."""
+    """The newest frame (server mode) or pose (client mode) and its PNG, shared between
+    ``send`` and the HTTP threads. ``render`` (client mode) makes a frame from a pose when a
+    page asks for a PNG; it is called under the encode lock, one frame at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, render: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self._cond = threading.Condition()
         self._encode_lock = threading.Lock()
+        self._render = render
         self.seq = 0
         self._frame: np.ndarray | None = None
+        self._pose: np.ndarray | None = None
         self._png: bytes = b""
         self._png_seq = 0
         self.closed = False
         self.encodes = 0
         self.encode_seconds = 0.0
 
-    def put(self, frame: np.ndarray) -> None:
+    def put(self, frame: np.ndarray | None, pose: np.ndarray | None = None) -> None:
         with self._cond:
-            self._frame = frame
+            self._frame, self._pose = frame, pose
             self.seq += 1
             self._cond.notify_all()
 
@@ -132,16 +276,27 @@ class _LatestFrame:
             self.closed = True
             self._cond.notify_all()
 
+    def pose_after(self, after: int, timeout: float) -> bytes | None:
+        """Wait up to ``timeout`` for a pose newer than seq ``after``; its ``POSE_RECORD``
+        (the newest pose), or None on timeout or close."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self.closed or (self._pose is not None and self.seq != after), timeout
+            )
+            if self.closed or self._pose is None or self.seq == after:
+                return None
+            return POSE_RECORD.pack(self.seq, *self._pose)
+
     def newer_than(self, after: int | None, timeout: float) -> tuple[int, bytes] | None:
         """Wait up to ``timeout`` for a frame whose seq differs from ``after`` (None: any frame)
         and return (seq, png); None on timeout or close."""
         with self._cond:
             self._cond.wait_for(
-                lambda: self.closed or (self._frame is not None and self.seq != after), timeout
+                lambda: self.closed or (self.seq > 0 and self.seq != after), timeout
             )
-            if self.closed or self._frame is None or self.seq == after:
+            if self.closed or self.seq == 0 or self.seq == after:
                 return None
-            seq, frame = self.seq, self._frame
+            seq, frame, pose = self.seq, self._frame, self._pose
             if self._png_seq == seq:
                 return seq, self._png
         with self._encode_lock:  # one encode per frame, however many clients
@@ -149,6 +304,9 @@ class _LatestFrame:
                 if self._png_seq == seq:
                     return seq, self._png
             start = time.perf_counter()
+            if frame is None:
+                assert self._render is not None and pose is not None
+                frame = self._render(pose)
             png = encode_png(frame)
             with self._cond:
                 self.encodes += 1
@@ -172,8 +330,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         url = urlparse(self.path)
+        student = self.server.student
         if url.path in ("/", "/index.html"):
-            self._reply(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
+            page = PAGE if student is None else CLIENT_PAGE
+            self._reply(HTTPStatus.OK, page.encode(), "text/html; charset=utf-8")
+        elif student is not None and url.path in _STUDENT_FILES:
+            content_type, body = _STUDENT_FILES[url.path](student)
+            self._reply(HTTPStatus.OK, body, content_type)
+        elif student is not None and url.path == "/poses":
+            self._stream_poses()
         elif url.path == "/frame":
             after_text = parse_qs(url.query).get("after", ["0"])[0]
             after = int(after_text) if after_text.isdigit() else 0
@@ -190,6 +355,23 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reply(HTTPStatus.OK, found[1], "image/png", {"X-Frame-Seq": str(found[0])})
         else:
             self._reply(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
+
+    def _stream_poses(self) -> None:
+        """One response of pose records, no length: it ends with the connection."""
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Pose-Record-Bytes", str(POSE_RECORD_BYTES))
+        self.end_headers()
+        self.close_connection = True
+        seq = 0
+        while True:
+            record = self.server.latest.pose_after(seq, LONG_POLL_SECONDS)
+            if record is None:
+                return  # idle or closing: the page reconnects
+            # The socket timeout bounds a write to a page that stopped reading.
+            self.wfile.write(record)
+            seq = POSE_RECORD.unpack_from(record)[0]
 
     def _reply(
         self,
@@ -213,6 +395,16 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("browser output: " + format, *args)
 
 
+def _renderer_script() -> bytes:
+    return resources.files("puppet.outputs").joinpath("web/student_renderer.js").read_bytes()
+
+
+_STUDENT_FILES: dict[str, Callable[[WebStudent], tuple[str, bytes]]] = {
+    "/student.json": lambda student: ("application/json", student.manifest),
+    "/student.bin": lambda student: ("application/octet-stream", student.weights),
+    "/student_renderer.js": lambda student: ("text/javascript; charset=utf-8", _renderer_script()),
+}
+
 _BUSY = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 46\r\n"
     b"Retry-After: 5\r\nConnection: close\r\n\r\ntoo many viewers of this puppet browser source"
@@ -223,6 +415,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     latest: _LatestFrame
+    student: WebStudent | None = None
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
         super().__init__(address, handler)
@@ -276,17 +469,29 @@ class BrowserOutput:
     """Serve the live frames to browsers (see the module docstring).
 
     ``port=0`` picks a free port (see ``url``). ``host`` other than loopback serves every
-    machine that can reach this one: only when asked explicitly.
+    machine that can reach this one: only when asked explicitly. ``student`` (from
+    ``export_web_student``): client rendering, the page draws the poses itself and ``send``
+    needs ``info.pose``; the frames it is given are not used.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> None:
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        student: WebStudent | None = None,
+    ) -> None:
         self.host = host
+        self.student = student
+        # The live loop may skip its poser when every output draws poses itself.
+        self.needs_frames = student is None
+        self._fallback_poser = None
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
             raise PuppetError(
                 f"The browser output's port must be from 1 to 65535, got {port!r}.",
                 "Use e.g. --port 8787.",
             )
-        self._latest = _LatestFrame()
+        self._latest = _LatestFrame(None if student is None else self._render_fallback)
         try:
             self._server = _Server((host, port), _Handler)
         except OSError as error:
@@ -300,6 +505,7 @@ class BrowserOutput:
                 "Use --port with a free port above 1024, e.g. --port 8788.",
             ) from error
         self._server.latest = self._latest
+        self._server.student = student
         self.port = self._server.server_address[1]
         self.name = f"browser ({self.url})"
         self._thread = threading.Thread(
@@ -326,12 +532,35 @@ class BrowserOutput:
         return 1000.0 * latest.encode_seconds / latest.encodes if latest.encodes else 0.0
 
     def send(self, frame: np.ndarray, info: FrameInfo | None = None) -> None:
-        """Publish a straight-RGBA frame (copied; encoding happens when a page asks)."""
+        """Publish a straight-RGBA frame (copied; encoding happens when a page asks), or in
+        client mode the pose of ``info`` (``frame`` is ignored)."""
         if self._closed:
             raise RuntimeError(f"{self.name} is closed")
-        check_frame(frame)
-        self._latest.put(np.array(frame, copy=True))
+        if self.student is None:
+            check_frame(frame)
+            self._latest.put(np.array(frame, copy=True))
+        else:
+            if info is None or info.pose is None:
+                raise TypeError("client rendering needs the pose: send(frame, FrameInfo(pose=...))")
+            values = np.asarray(getattr(info.pose, "values", info.pose), np.float32)
+            if values.shape != (NUM_PARAMETERS,):
+                raise ValueError(f"pose must have shape ({NUM_PARAMETERS},), got {values.shape}")
+            self._latest.put(None, values.copy())
         self.frames_sent += 1
+
+    def _render_fallback(self, pose: np.ndarray) -> np.ndarray:
+        """A frame for a page without WebGL2, by a student poser of this output's own (the
+        loop's poser may be busy on its thread, or not running at all)."""
+        if self._fallback_poser is None:
+            from poser_models.student import StudentPoser
+
+            assert self.student is not None
+            poser = StudentPoser.from_folder(self.student.folder)
+            assert poser.character_path is not None
+            poser.load(poser.character_path)
+            self._fallback_poser = poser
+            log.info("browser output: a page without WebGL2 gets PNG frames")
+        return self._fallback_poser.pose(pose)
 
     def close(self) -> None:
         if self._closed:
