@@ -317,6 +317,14 @@ def live(
     fps: Annotated[float, typer.Option(help="Output frame rate.")] = 30.0,
     vcam_device: Annotated[str | None, typer.Option(help="Virtual camera device.")] = None,
     port: Annotated[int | None, typer.Option(help="Port of the browser output.")] = None,
+    render: Annotated[
+        str,
+        typer.Option(
+            "--render",
+            help="Browser output: server (PNG frames) or client (the page renders the student"
+            " with WebGL2; only poses are sent).",
+        ),
+    ] = "server",
     device: Device = "cpu",
     loop: Annotated[
         bool, typer.Option("--loop", help="Replay a video-file source when it ends.")
@@ -331,6 +339,8 @@ def live(
     if frames is not None and frames < 1:
         fail(f"--frames must be at least 1, got {frames}.")
     check_port(port)
+    if render not in ("server", "client"):
+        fail(f"Unknown --render {render!r}. Use --render server or --render client.")
     check_outputs(
         _file_outputs(output or []) + ([record] if record is not None else []),
         [_input_path(source), character, _input_path(lipsync), _profile_path(profile)],
@@ -353,6 +363,7 @@ def live(
         device=device,
         vcam_device=vcam_device,
         browser_port=port,
+        browser_render=render,
         loop=loop,
     )
     report = run(lambda: run_live(config))

@@ -240,3 +240,65 @@ def test_no_webgl2_shows_a_message_and_png_frames(student, python_poser, profile
     finally:
         output.close()
         chromium.close()
+
+
+def test_live_loop_sends_poses_and_skips_its_poser() -> None:
+    """``puppet live -o browser --render client`` from a pose track: the stream carries the
+    track's poses and, with the browser as the only output, the loop never runs its poser."""
+    import threading
+
+    from puppet.app.live import LiveConfig, run_live
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    records: list[bytes] = []
+
+    def watch() -> None:  # a viewer that connects before the loop's server is up
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            with sock:
+                sock.sendall(b"GET /poses HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                body = data.partition(b"\r\n\r\n")[2]
+                records.extend(
+                    body[i : i + POSE_RECORD_BYTES] for i in range(0, len(body), POSE_RECORD_BYTES)
+                )
+            return
+
+    viewer = threading.Thread(target=watch, daemon=True)
+    viewer.start()
+    config = LiveConfig(
+        source=str(Path(__file__).parents[1] / "assets" / "driving" / "demo.jsonl"),
+        outputs=[f"browser:{port}"],
+        browser_render="client",
+        frames=40,
+    )
+    report = run_live(config)
+    viewer.join(timeout=15)
+    assert report.frames == 40
+    assert "poser" not in report.stages  # the page renders; Python only mapped poses
+    assert len(records) >= 10 and all(len(r) == POSE_RECORD_BYTES for r in records)
+
+
+def test_a_poser_that_cannot_run_in_the_browser_is_refused() -> None:
+    from puppet.app.live import LiveConfig, run_live
+
+    config = LiveConfig(
+        source=str(Path(__file__).parents[1] / "assets" / "driving" / "demo.jsonl"),
+        poser="rig:hana",
+        outputs=["browser:0"],
+        browser_render="client",
+        frames=1,
+    )
+    with pytest.raises(PuppetError, match="Only a puppet student") as caught:
+        run_live(config)
+    assert "--render server" in caught.value.fix

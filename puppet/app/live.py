@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from poser_models.registry import Poser, create_poser
+from poser_models.student import StudentPoser
 from puppet.app.handoff import Closed, Handoff
 from puppet.app.threads import single_threaded_blas
 from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
@@ -62,6 +63,7 @@ class LiveConfig:
     device: str = "cpu"
     vcam_device: str | None = None
     browser_port: int | None = None
+    browser_render: str = "server"  # "client": the page renders the student (WebGL2)
     loop: bool = False  # replay a video-file source from its start when it ends
 
 
@@ -283,8 +285,10 @@ class _Stages:
         source: LiveSource | None,
         face_to_pose: FaceToPose | None,
         player: _TrackPlayer | None,
+        needs_frames: Callable[[], bool] = lambda: True,
     ) -> None:
         self.config = config
+        self.needs_frames = needs_frames
         self.poser = poser
         self.last_image = first_image
         self.timer = timer
@@ -436,6 +440,12 @@ class _Stages:
             if item is None:
                 continue
             item.posing_at = time.perf_counter()
+            if not self.needs_frames():
+                # Every output draws the pose itself: the last image only keeps the
+                # frame handoff's shape.
+                item.posed_at = item.posing_at
+                self._put(self.frames, (self.last_image, item))
+                continue
             with self.timer.stage("poser"):
                 try:
                     image = self.poser.pose(item.pose)
@@ -527,6 +537,10 @@ def run_live(
                     controls=controls,
                     vcam_device=config.vcam_device,
                     browser_port=config.browser_port,
+                    browser_render=config.browser_render,
+                    browser_student=getattr(poser, "folder", None)
+                    if isinstance(poser, StudentPoser)
+                    else None,
                     live=True,
                     lossless=player is not None,
                     wall_clock=player is None,
@@ -549,6 +563,7 @@ def run_live(
         stages = _Stages(
             config, poser=poser, first_image=first_image, timer=timer, controls=controls,
             start=start, source=source, face_to_pose=face_to_pose, player=player,
+            needs_frames=lambda: on_frame is not None or outputs.needs_frames(),
         )  # fmt: skip
         # Unwinding stops the workers first, before the tracker, source and files close.
         stack.callback(stages.join)

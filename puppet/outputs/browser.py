@@ -73,6 +73,7 @@ POSE_RECORD_BYTES = POSE_RECORD.size  # 184
 _PNG_LOOP = """
 window.puppetSeq = 0;      // sequence number of the frame on screen (read by tests)
 window.puppetFrames = 0;   // frames drawn
+window.puppetPngBytes = 0; // PNG bytes received (read by benchmarks)
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 // Long-poll loop: ask for the frame after the one shown; the server answers with the newest.
 async function showPngFrames(canvas) {
@@ -83,7 +84,9 @@ async function showPngFrames(canvas) {
       const response = await fetch(`frame?after=${seq}`, { cache: "no-store" });
       if (response.status === 200) {
         const next = Number(response.headers.get("X-Frame-Seq"));
-        const bitmap = await createImageBitmap(await response.blob());
+        const blob = await response.blob();
+        window.puppetPngBytes += blob.size;
+        const bitmap = await createImageBitmap(blob);
         if (canvas.width !== bitmap.width || canvas.height !== bitmap.height) {
           canvas.width = bitmap.width;
           canvas.height = bitmap.height;

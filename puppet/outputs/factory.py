@@ -2,7 +2,8 @@
 
 Specs: ``vcam`` (or ``vcam:BACKEND``), ``window``, ``browser`` (or ``browser:PORT``,
 ``browser:HOST:PORT``), a video file path (``.mp4 .webm .mov .gif``), or a directory path ending
-in ``/`` for PNG frames.
+in ``/`` for PNG frames. The browser source renders on the server (PNG frames) or, with
+``browser_render="client"``, in the page (the puppet student in WebGL2; poses only on the wire).
 
 Live runs (``open_outputs(..., live=True)``) keep slow outputs off the loop's thread:
 
@@ -32,6 +33,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,7 +42,12 @@ from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo, LiveControls, Output, PacingStats
 from puppet.outputs.files import VIDEO_FORMATS
 
+if TYPE_CHECKING:
+    from puppet.outputs.web_student import WebStudent
+
 log = logging.getLogger(__name__)
+
+BROWSER_RENDERS = ("server", "client")
 
 SPEC_HELP = (
     "vcam, window, browser, or a file: "
@@ -60,9 +67,13 @@ def open_output(
     audio_from: Path | None = None,
     vcam_device: str | None = None,
     browser_port: int | None = None,
+    browser_render: str = "server",
+    browser_student: Path | None = None,
 ) -> Output:
     """Open one output from its spec (see the module docstring). Raises PuppetError for an
-    unknown spec or an output that cannot open."""
+    unknown spec or an output that cannot open. ``browser_student``: the poser's student
+    folder, which client rendering sends to the page (None: the poser is not a puppet
+    student)."""
     text = spec.strip()
     kind, _, argument = text.partition(":")
     if kind == "vcam":
@@ -84,7 +95,11 @@ def open_output(
             raise PuppetError(f"{spec!r}: {port_text!r} is not a port.", "Use browser:8787.")
         port = int(port_text) if port_text else browser_port
         host = host.strip("[]") or "127.0.0.1"
-        return BrowserOutput(host=host, port=DEFAULT_PORT if port is None else port)
+        return BrowserOutput(
+            host=host,
+            port=DEFAULT_PORT if port is None else port,
+            student=_web_student(browser_render, browser_student),
+        )
     if text.endswith(("/", os.sep)):
         from puppet.outputs.files import PngDirectoryOutput
 
@@ -99,6 +114,25 @@ def open_output(
         f"Unknown output {spec!r}{hint}.",
         f"Use {SPEC_HELP}.",
     )
+
+
+def _web_student(render: str, folder: Path | None) -> WebStudent | None:
+    """The student packed for the page in client mode (checked before the server starts)."""
+    if render not in BROWSER_RENDERS:
+        raise PuppetError(
+            f"Unknown browser rendering {render!r}.", "Use --render server or --render client."
+        )
+    if render == "server":
+        return None
+    if folder is None:
+        raise PuppetError(
+            "Only a puppet student can render in the browser; this poser (THA3 or a THA4"
+            " student) renders on the server.",
+            "Use --render server (PNG frames), or a student: --poser default or student:DIR.",
+        )
+    from puppet.outputs.web_student import export_web_student
+
+    return export_web_student(folder)
 
 
 class _Rate:
@@ -134,6 +168,7 @@ class PacedOutput:
             raise PuppetError(f"Output rate {fps} is not positive.", "Use e.g. --fps 30.")
         self.inner = inner
         self.name = inner.name
+        self.needs_frames = getattr(inner, "needs_frames", True)
         self.period = 1.0 / fps
         self.repeat = repeat
         self.stats_ = PacingStats()
@@ -460,6 +495,14 @@ class OutputSet(FinishOrAbort):
     def outputs(self) -> list[Output]:
         return [output for output, _ in self._active]
 
+    def needs_frames(self) -> bool:
+        """Whether any output wants the posed frames: False only when every one (none
+        waiting to reopen) draws the pose itself (``needs_frames = False``, the browser source
+        rendering in the page), so the live loop can skip its poser."""
+        if self._waiting or not self._active:
+            return True
+        return any(getattr(output, "needs_frames", True) for output, _ in self._active)
+
     def pacing(self) -> dict[str, PacingStats]:
         """Rate, dropped and repeated frames of the paced outputs and live files."""
         return {
@@ -549,6 +592,8 @@ def open_outputs(
     audio_from: Path | None = None,
     vcam_device: str | None = None,
     browser_port: int | None = None,
+    browser_render: str = "server",
+    browser_student: Path | None = None,
     retry_seconds: float = 5.0,
     live: bool = False,
     lossless: bool = True,
@@ -569,7 +614,8 @@ def open_outputs(
             output = open_output(
                 spec, width=width, height=height, fps=fps, background=background,
                 controls=controls, audio_from=audio_from, vcam_device=vcam_device,
-                browser_port=browser_port,
+                browser_port=browser_port, browser_render=browser_render,
+                browser_student=browser_student,
             )  # fmt: skip
             if not live:
                 return output
