@@ -9,10 +9,11 @@ Prints one JSON line each for:
   it is the whole frame, not the queued commands), the share spent in the pose MLPs on the
   page's CPU, and the GL renderer (SwiftShader here: software GL on the CPU, no GPU);
 - a live session per mode (the demo pose track, so no camera tracking, the browser source as
-  the only output, the page open as its viewer): loop fps, bytes per frame the page received
-  (the pose stream, or the PNG bodies: each PNG response also carries ~200 B of HTTP
-  headers), and the Python process's CPU time per frame (``time.process_time``, every thread;
-  Chromium is another process and not counted).
+  the only output, the page open as its viewer): loop fps, frames the page drew, bytes on the
+  wire per frame (client: pose-stream bytes per loop frame; server: PNG body bytes per frame
+  drawn, each PNG response also carrying ~200 B of HTTP headers), and the Python process's
+  CPU time per loop frame (``time.process_time``, every thread; Chromium is another process
+  and not counted).
 """
 
 from __future__ import annotations
@@ -130,9 +131,15 @@ def live_session(mode: str, seconds: float, profile: Path) -> dict:
     cpu0, counts0, wall0 = marks["start"]
     loop_frames = report.frames * (end_wall - wall0) / report.seconds  # frames in the window
     page_frames = end_counts[0] - counts0[0]
-    received = (end_counts[1] - counts0[1]) + (end_counts[2] - counts0[2])
+    stream_bytes = end_counts[1] - counts0[1]
+    png_bytes = end_counts[2] - counts0[2]
+    # Client: every loop frame's pose goes out (the page draws the newest when it can);
+    # server: one PNG per frame the page drew.
+    per_frame = (
+        stream_bytes / max(loop_frames, 1) if mode == "client" else png_bytes / max(page_frames, 1)
+    )
     return {"render": mode, "loop_fps": round(report.fps, 1), "page_frames": page_frames,
-            "bytes_per_frame": round(received / max(page_frames, 1)),
+            "wire_bytes_per_frame": round(per_frame),
             "python_cpu_ms_per_frame": round(1000 * (end_cpu - cpu0) / max(loop_frames, 1), 2),
             "stages_ms": {k: round(v.mean_ms, 2) for k, v in report.stages.items()}}  # fmt: skip
 
