@@ -22,6 +22,12 @@ for training, is ``poser_models.student_net.StudentNet``. A frame is made in thr
 3. **Residual**: a premultiplied RGBA correction at ``field_size`` (revealed hair, shading),
    mixed by an MLP over the full pose.
 
+Speed: each layer is warped and composited only inside the rectangle its flows can reach
+at the frame's pose (from the body flow's size, cell by cell, and the head flow's largest
+value), the head flow is resampled only where the head field can be read, and the products of
+four channels by one are done by OpenCV. The frame is the same as with all of the work done
+over the whole frame, bit for bit (tested).
+
 Files: ``student.safetensors`` (maps fp16, MLPs fp32) + ``manifest.json`` (format, config,
 pose schema, character sha256, teacher, seed, metrics). The character sha256 is taken over
 the decoded 512x512 RGBA uint8 pixels, so a re-saved PNG with the same pixels still matches.
@@ -52,6 +58,7 @@ BODY_INDICES = (42, 43, 44)  # body_y, body_z, breathing
 MLP_DEPTH = 3  # Linear-SiLU-Linear-SiLU-Linear
 
 Box = tuple[int, int, int, int]  # (top, left, height, width)
+Region = tuple[int, int, int, int]  # (row0, row1, col0, col1): rows row0..row1-1
 
 
 @dataclass
@@ -190,17 +197,35 @@ def rgba_to_premultiplied_linear(rgba: np.ndarray) -> np.ndarray:
     return out
 
 
+# Index -> sRGB byte over the whole uint16 range: ratios past 1 (saturated colour) read 255.
+_LINEAR_TO_SRGB_U16 = np.full(1 << 16, 255, np.uint8)
+_LINEAR_TO_SRGB_U16[:_LUT_STEPS] = _LINEAR_TO_SRGB_U8
+# Alpha under a quarter of a byte is written as 0, and so is its colour (the canonical
+# transparent pixel, whatever the sum of layers left there). The colour/alpha ratio then
+# stays far under 2**31, past which OpenCV's cast to uint16 would wrap instead of saturating.
+_ALPHA_FLOOR = 0.25 / 255
+_SCALE_AT_FLOOR = (_LUT_STEPS - 1) / _ALPHA_FLOOR
+
+
 def premultiplied_linear_to_rgba(image: np.ndarray) -> np.ndarray:
-    """Premultiplied linear float (..., 4) -> straight sRGB uint8, clipping to the range."""
-    alpha = np.clip(image[..., 3], 0.0, 1.0)
-    # LUT index = clip(colour / alpha, 0, 1) * (steps - 1) + 0.5, in one pass, uint16
-    scale = (_LUT_STEPS - 1) / np.maximum(alpha, 1e-6)
-    index = image[..., :3] * scale[..., None]
-    np.clip(index, 0.0, _LUT_STEPS - 1, out=index)
-    index += 0.5
-    out = np.empty(image.shape[:-1] + (4,), dtype=np.uint8)
-    out[..., :3] = np.take(_LINEAR_TO_SRGB_U8, index.astype(np.uint16))
-    out[..., 3] = (alpha * 255.0 + 0.5).astype(np.uint8)
+    """Premultiplied linear float32 (H, W, 4) -> straight sRGB uint8, clipping to the range.
+
+    colour / alpha is looked up in a 16384-step table (within 0.25 of a byte of the exact
+    curve). OpenCV does the passes: its casts to uint16/uint8 round and saturate, which clips
+    for free, and it reads and writes the four channels interleaved."""
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.shape[0] * image.shape[1] < 4:  # OpenCV would see a scalar
+        return (
+            premultiplied_linear_to_rgba(image.reshape(-1, 1, 4).repeat(4, 1))[:, 0]
+            .reshape(image.shape)
+            .astype(np.uint8)
+        )
+    alpha = cv2.min(cv2.extractChannel(image, 3), 1.0)
+    scale = cv2.divide(float(_LUT_STEPS - 1), cv2.max(alpha, _ALPHA_FLOOR))
+    _, scale = cv2.threshold(scale, 0.999 * _SCALE_AT_FLOOR, 0.0, cv2.THRESH_TOZERO_INV)
+    scale4 = cv2.merge([scale, scale, scale, np.zeros_like(scale)])
+    out = np.take(_LINEAR_TO_SRGB_U16, cv2.multiply(image, scale4, dtype=cv2.CV_16U))
+    cv2.insertChannel(cv2.multiply(alpha, 255.0, dtype=cv2.CV_8U), out, 3)
     return out
 
 
@@ -405,58 +430,87 @@ class StudentPoser:
         self._find_regions()
 
     def _find_regions(self) -> None:
-        """Where each layer can appear: its content (and the face box) grown by the largest
-        flow its maps can make for poses in range. Work is done only there."""
+        """What each frame's regions are computed from (``_frame_regions``).
+
+        Output pixel p of a layer reads the layer at p + flow(p), within |flow(p)| + 1 of p
+        (bilinear), so only pixels nearer than that to the layer's content can be non-zero.
+        Stored: for every cell of the body field, the distance (image px) from the cell's
+        nearest pixel to the content (its alpha, and the face box, where the expression adds).
+        """
         assert self._layers is not None
         c = self.config
         size = c.image_size
         top, left, height, width = c.face_box
-        self._regions = []
+        cell = size // c.body_field_size
+        self._cell = cell if cell * c.body_field_size == size else 0  # 0: whole-frame regions
+        self._cell_distance: list[np.ndarray | None] = []
         for layer in range(c.layers):
             content = self._layers[layer][..., 3] > 1.0 / 1024
             content[top : top + height, left : left + width] |= (
                 self._masks[layer][top : top + height, left : left + width, 0] > 1.0 / 1024
             )
             if not content.any():
-                self._regions.append(None)
+                self._cell_distance.append(None)
                 continue
-            # Every monomial of values in [-1, 1] is in [-1, 1]: sum |maps| bounds the flow.
-            # (For hana this makes every region the whole frame: the body maps are large
-            # where nothing is drawn. A tighter region is the obvious speed-up left.)
-            reach = (
-                float(
-                    np.abs(self._head_basis[layer]).sum(0).max()
-                    + np.abs(self._body_basis[layer]).sum(0).max()
-                )
-                + 2.0
+            if not self._cell:
+                self._cell_distance.append(np.zeros((1, 1), np.float32))
+                continue
+            distance = cv2.distanceTransform(
+                (~content).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE
             )
-            ys, xs = np.nonzero(content)
-            self._regions.append(
-                (
-                    max(0, int(ys.min() - reach)),
-                    min(size, int(ys.max() + reach) + 2),
-                    max(0, int(xs.min() - reach)),
-                    min(size, int(xs.max() + reach) + 2),
-                )
-            )
+            n = c.body_field_size
+            self._cell_distance.append(distance.reshape(n, cell, n, cell).min(axis=(1, 3)))
         rt, rl, rh, rw = c.residual_box
         factor = size // c.field_size
-        residual = (
+        self._residual_region = (
             max(0, rt * factor - 2),
             min(size, (rt + rh) * factor + 2),
             max(0, rl * factor - 2),
             min(size, (rl + rw) * factor + 2),
         )
-        boxes = [r for r in self._regions if r is not None] + [residual]
-        self._residual_region = residual
-        self._first_layer = next(k for k, r in enumerate(self._regions) if r is not None)
-        self._union = (
-            min(b[0] for b in boxes),
-            max(b[1] for b in boxes),
-            min(b[2] for b in boxes),
-            max(b[3] for b in boxes),
+        # Image rows/columns where the head field can be non-zero at q (bilinear reads one
+        # field pixel on, and a box at the field's edge is replicated beyond it).
+        ht, hl, hh, hw = c.head_box
+        fs, inv = c.field_size, size / c.field_size
+        self._head_reach = (
+            -np.inf if ht == 0 else (ht - 1.5) * inv,
+            np.inf if ht + hh >= fs else (ht + hh + 0.5) * inv,
+            -np.inf if hl == 0 else (hl - 1.5) * inv,
+            np.inf if hl + hw >= fs else (hl + hw + 0.5) * inv,
         )
         self._out = np.zeros((size, size, 4), np.float32)
+        self._cleared: Region = (0, 0, 0, 0)  # what of _out the last frame wrote
+
+    def _frame_regions(self, head_reach: list[float]) -> list[Region | None]:
+        """Per layer, the output rectangle that can be non-zero at this frame's pose.
+
+        A cell is kept when its distance to the content is at most the largest flow it can
+        have: its body flow's |x| + |y| over the cell and its neighbours (the field is
+        upsampled bilinearly), plus the largest head flow anywhere, plus one pixel."""
+        c = self.config
+        size = c.image_size
+        regions: list[Region | None] = []
+        for layer, distance in enumerate(self._cell_distance):
+            if distance is None:
+                regions.append(None)
+                continue
+            if not self._cell:
+                regions.append((0, size, 0, size))
+                continue
+            body = self._body_fields[layer]
+            reach = cv2.dilate(
+                cv2.add(cv2.absdiff(body[..., 0], 0.0), cv2.absdiff(body[..., 1], 0.0)), None
+            )
+            ys, xs = np.nonzero(distance <= reach + (head_reach[layer] + 2.0))
+            if len(ys) == 0:
+                regions.append(None)
+                continue
+            cell = self._cell
+            regions.append(
+                (int(ys.min()) * cell, int(ys.max() + 1) * cell,
+                 int(xs.min()) * cell, int(xs.max() + 1) * cell)
+            )  # fmt: skip
+        return regions
 
     # -- posing ------------------------------------------------------------------------------
     @staticmethod
@@ -496,6 +550,10 @@ class StudentPoser:
 
         ``pose``: (45,) values or a ``PoseVector``. The array is reused by the next call.
         """
+        return self._pose(pose)[0]
+
+    def _pose(self, pose: PoseVector | np.ndarray) -> tuple[np.ndarray, Region]:
+        """(frame, the rectangle outside which it is 0)."""
         if self._layers is None or self._work is None:
             raise PuppetError("The student has no character loaded.", "Call load() first.")
         c = self.config
@@ -508,16 +566,27 @@ class StudentPoser:
         delta = self.face_delta(x)
         head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
         body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
+        head_reach = []
+        for layer in range(c.layers):
+            self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
+            self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
+            field = self._head_fields[layer]
+            head_reach.append(float(cv2.norm(field[..., 0], cv2.NORM_INF))
+                              + float(cv2.norm(field[..., 1], cv2.NORM_INF)))  # fmt: skip
+        regions = self._frame_regions(head_reach)
+        union = _union([r for r in regions if r is not None] + [self._residual_region])
         size = c.image_size
         scale = c.field_size / size
         out = self._out
-        u0, u1, u2, u3 = self._union
-        out[u0:u1, u2:u3] = 0.0
-        for layer, region in enumerate(self._regions):
+        c0, c1, c2, c3 = self._cleared
+        out[c0:c1, c2:c3] = 0.0
+        self._cleared = union
+        h0, h1, h2, h3 = self._head_reach
+        first = True
+        for layer, region in enumerate(regions):
             if region is None:
                 continue
             y0, y1, x0, x1 = region
-            self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
             body_flow = cv2.resize(
                 self._body_fields[layer], (size, size), interpolation=cv2.INTER_LINEAR
             )[y0:y1, x0:x1]
@@ -525,23 +594,33 @@ class StudentPoser:
             q = cv2.add(self._grid[y0:y1, x0:x1], body_flow)
             work = self._work[layer]
             work[box] = self._layers[layer][box] + delta * self._masks[layer][box]
-            self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
-            field_map = cv2.addWeighted(q, scale, q, 0.0, 0.5 * scale - 0.5)  # field pixels
-            head_flow = cv2.remap(
-                self._head_fields[layer],
-                field_map,
-                None,
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_REPLICATE,
-            )
-            cv2.add(q, head_flow, dst=q)
+            # The head flow is 0 where q cannot reach the head field: remap only the rows and
+            # columns of the region where it can (|q - p| <= the largest body flow).
+            move = float(cv2.norm(body_flow, cv2.NORM_INF)) + 1.0
+            r0 = max(y0, int(np.floor(h0 - move))) if np.isfinite(h0) else y0
+            r1 = min(y1, int(np.ceil(h1 + move)) + 1) if np.isfinite(h1) else y1
+            s0 = max(x0, int(np.floor(h2 - move))) if np.isfinite(h2) else x0
+            s1 = min(x1, int(np.ceil(h3 + move)) + 1) if np.isfinite(h3) else x1
+            if r0 < r1 and s0 < s1:
+                near = q[r0 - y0 : r1 - y0, s0 - x0 : s1 - x0]
+                field_map = cv2.addWeighted(near, scale, near, 0.0, 0.5 * scale - 0.5)
+                head_flow = cv2.remap(
+                    self._head_fields[layer],
+                    field_map,
+                    None,
+                    cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_REPLICATE,
+                )
+                cv2.add(near, head_flow, dst=near)
             image = cv2.remap(work, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            target = out[y0:y1, x0:x1]  # back to front, "over" in premultiplied alpha
-            if layer == self._first_layer:
-                target += image  # nothing behind it yet (the frame is cleared to 0)
-            else:
-                target *= 1.0 - image[..., 3:4]
-                target += image
+            # Back to front, "over" in premultiplied alpha, in OpenCV: its per-pixel products
+            # of four channels by one are ~6x faster than numpy's broadcasting.
+            target = out[y0:y1, x0:x1]
+            if not first:
+                behind = cv2.subtract(1.0, cv2.extractChannel(image, 3))
+                cv2.multiply(target, cv2.merge([behind, behind, behind, behind]), dst=target)
+            cv2.add(target, image, dst=target)  # the first layer: the frame is cleared to 0
+            first = False
         self._mix(
             self._mlp(self._residual_mlp, x),
             self._residual_basis,
@@ -549,18 +628,26 @@ class StudentPoser:
             self._residual_field,
         )
         r0, r1, r2, r3 = self._residual_region
-        out[r0:r1, r2:r3] += cv2.resize(
-            self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR
-        )[r0:r1, r2:r3]
-        return out
+        target = out[r0:r1, r2:r3]
+        residual = cv2.resize(self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR)
+        cv2.add(target, residual[r0:r1, r2:r3], dst=target)
+        return out, union
 
     def pose(self, pose: PoseVector | np.ndarray) -> np.ndarray:
         """RGBA uint8 (512, 512, 4), straight alpha, sRGB."""
-        premultiplied = self.pose_premultiplied(pose)
+        premultiplied, (u0, u1, u2, u3) = self._pose(pose)
         frame = np.zeros(premultiplied.shape, np.uint8)
-        u0, u1, u2, u3 = self._union
         frame[u0:u1, u2:u3] = premultiplied_linear_to_rgba(premultiplied[u0:u1, u2:u3])
         return frame
+
+
+def _union(regions: list[Region]) -> Region:
+    return (
+        min(r[0] for r in regions),
+        max(r[1] for r in regions),
+        min(r[2] for r in regions),
+        max(r[3] for r in regions),
+    )
 
 
 def create_poser(

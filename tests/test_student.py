@@ -126,6 +126,35 @@ def test_shipped_student_runtime_matches_its_network(default_student: StudentPos
         assert alpha_weighted_psnr(np.clip(out[0].permute(1, 2, 0).numpy(), 0, 1), runtime) > 50
 
 
+def test_work_only_where_a_layer_can_appear_changes_no_pixel(
+    default_student: StudentPoser,
+) -> None:
+    """The runtime warps and composites each layer only inside the rectangle its flows can
+    reach at this pose, and remaps the head flow only where the head field can be read; the
+    same student doing all of it over the whole frame gives the same frame, bit for bit, at
+    extreme and random poses (the shipped maps have flows of up to 100 px)."""
+    everywhere = StudentPoser.from_folder(DEFAULT_STUDENT_DIR)
+    everywhere.load(DEFAULT_CHARACTER_IMAGE)
+    everywhere._cell = 0  # whole-frame regions
+    everywhere._head_reach = (-np.inf, np.inf, -np.inf, np.inf)
+    rng = np.random.default_rng(3)
+    poses = [LOWER, UPPER, np.zeros_like(LOWER)] + list(rng.uniform(LOWER, UPPER, (40, 45)))
+    for k in range(39, 45):  # every head and body value alone at both ends
+        for end in (LOWER, UPPER):
+            values = np.zeros_like(LOWER)
+            values[k] = end[k]
+            poses.append(values)
+    trimmed_area = []
+    for values in poses:
+        values = np.asarray(values, np.float32)
+        expected = everywhere.pose_premultiplied(values).copy()
+        frame, (r0, r1, c0, c1) = default_student._pose(values)
+        assert np.array_equal(frame, expected)
+        assert np.array_equal(default_student.pose(values), everywhere.pose(values))
+        trimmed_area.append((r1 - r0) * (c1 - c0) / 512**2)
+    assert max(trimmed_area) < 0.95  # the regions are not the whole frame (else no test)
+
+
 def test_default_student_poses_512_rgba(default_student: StudentPoser) -> None:
     assert default_student.device == "cpu" and default_student.dtype == "float32"
     pose = PoseVector.from_dict({"head_y": 0.5, "mouth_aaa": 1.0, "eye_wink_left": 1.0})
