@@ -587,9 +587,7 @@ class StudentPoser:
             if region is None:
                 continue
             y0, y1, x0, x1 = region
-            body_flow = cv2.resize(
-                self._body_fields[layer], (size, size), interpolation=cv2.INTER_LINEAR
-            )[y0:y1, x0:x1]
+            body_flow = _upsampled(self._body_fields[layer], size, region)
             # Two-channel (x, y) maps throughout: cv2 reads them interleaved, no channel splits.
             q = cv2.add(self._grid[y0:y1, x0:x1], body_flow)
             work = self._work[layer]
@@ -629,8 +627,7 @@ class StudentPoser:
         )
         r0, r1, r2, r3 = self._residual_region
         target = out[r0:r1, r2:r3]
-        residual = cv2.resize(self._residual_field, (size, size), interpolation=cv2.INTER_LINEAR)
-        cv2.add(target, residual[r0:r1, r2:r3], dst=target)
+        cv2.add(target, _upsampled(self._residual_field, size, self._residual_region), dst=target)
         return out, union
 
     def pose(self, pose: PoseVector | np.ndarray) -> np.ndarray:
@@ -639,6 +636,23 @@ class StudentPoser:
         frame = np.zeros(premultiplied.shape, np.uint8)
         frame[u0:u1, u2:u3] = premultiplied_linear_to_rgba(premultiplied[u0:u1, u2:u3])
         return frame
+
+
+def _upsampled(field: np.ndarray, size: int, region: Region) -> np.ndarray:
+    """``cv2.resize(field, (size, size), INTER_LINEAR)[region]``, resizing only the field
+    cells under the region and one more on each side: each output pixel reads the same two
+    cells with the same weights, and the crop's own edges fall in the margin cut off."""
+    factor = size // field.shape[0]
+    if factor * field.shape[0] != size or field.shape[0] != field.shape[1]:
+        y0, y1, x0, x1 = region
+        return cv2.resize(field, (size, size), interpolation=cv2.INTER_LINEAR)[y0:y1, x0:x1]
+    y0, y1, x0, x1 = region
+    n = field.shape[0]
+    a0, a1 = max(0, y0 // factor - 1), min(n, -(-y1 // factor) + 1)
+    b0, b1 = max(0, x0 // factor - 1), min(n, -(-x1 // factor) + 1)
+    crop = field[a0:a1, b0:b1]
+    big = cv2.resize(crop, ((b1 - b0) * factor, (a1 - a0) * factor), interpolation=cv2.INTER_LINEAR)
+    return big[y0 - a0 * factor : y1 - a0 * factor, x0 - b0 * factor : x1 - b0 * factor]
 
 
 def _union(regions: list[Region]) -> Region:

@@ -126,6 +126,26 @@ def test_shipped_student_runtime_matches_its_network(default_student: StudentPos
         assert alpha_weighted_psnr(np.clip(out[0].permute(1, 2, 0).numpy(), 0, 1), runtime) > 50
 
 
+@pytest.mark.parametrize("cells,channels", [(128, 2), (256, 4)])
+def test_upsampling_a_fields_part_equals_cropping_the_upsampled_field(
+    cells: int, channels: int
+) -> None:
+    """The flows and the residual are upsampled only under the region that needs them."""
+    import cv2
+
+    from poser_models.student import _upsampled
+
+    rng = np.random.default_rng(cells)
+    field = rng.normal(0.0, 10.0, (cells, cells, channels)).astype(np.float32)
+    full = cv2.resize(field, (512, 512), interpolation=cv2.INTER_LINEAR)
+    for _ in range(200):
+        y0, y1 = sorted(rng.integers(0, 513, 2))
+        x0, x1 = sorted(rng.integers(0, 513, 2))
+        if y1 > y0 and x1 > x0:
+            part = _upsampled(field, 512, (int(y0), int(y1), int(x0), int(x1)))
+            assert np.array_equal(part, full[y0:y1, x0:x1])
+
+
 def test_work_only_where_a_layer_can_appear_changes_no_pixel(
     default_student: StudentPoser,
 ) -> None:
