@@ -3,7 +3,8 @@
 The bundled assets live in the repository's ``assets/`` folder; the wheel carries the same
 folder inside the package as ``puppet/assets`` (setup.py puts it there), so an installed copy
 and a source checkout find them the same way, through :func:`assets_dir`. Tests redirect the
-user folders with PUPPET_DATA_DIR / PUPPET_CONFIG_DIR.
+user folders with PUPPET_DATA_DIR / PUPPET_CONFIG_DIR (and the download cache with
+PUPPET_CACHE_DIR).
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ def models_dir() -> Path:
 def students_dir() -> Path:
     """Distilled students, one folder per character image: ``students/<sha256>/``."""
     return data_dir() / "students"
+
+
+def cache_dir() -> Path:
+    """Downloads that can be fetched again (the vendored web packages of ``export-web``):
+    ``$PUPPET_CACHE_DIR``, else the platformdirs user cache dir."""
+    override = os.environ.get("PUPPET_CACHE_DIR")
+    return Path(override) if override else platformdirs.user_cache_path("puppet", appauthor=False)
 
 
 def profiles_dir() -> Path:
