@@ -204,6 +204,35 @@ def test_a_run_interrupted_at_every_stage_resumes_to_the_same_student(
     )
 
 
+def test_rendering_fits_the_time_budget_of_a_slow_teacher(tmp_path: Path) -> None:
+    """A teacher too slow for the budget (here: a 1-second budget) gets fewer frames per set,
+    cut alike down to a floor, with one line saying so; the rendered sets have those sizes."""
+    from puppet.training.distill import MIN_FRAMES, QUALITIES, fit_render_budget
+
+    sizes = {"face": 4000, "head": 300, "body": 300, "joint": 600, "heldout": 24}
+    assert fit_render_budget(sizes, 0.01, 60.0) == sizes  # fast enough: untouched
+    cut = fit_render_budget(sizes, 0.5, 5224 * 0.5 / 4)
+    assert cut == {"face": 1000, "head": 75, "body": 75, "joint": 150, "heldout": 8}
+    assert fit_render_budget(sizes, 2.0, 0.0) == MIN_FRAMES
+
+    lines: list[str] = []
+    out = tmp_path / "student"
+    distill(
+        DEFAULT_CHARACTER_IMAGE, "rig", out, quality="test", seed=0, max_minutes=1 / 60,
+        stop_after="frames",
+        progress=lambda event, info: lines.append(info["text"]) if event == "log" else None,
+    )  # fmt: skip
+    state = json.loads((out / "checkpoints" / "state.json").read_text())
+    q = QUALITIES["test"]
+    assert state["sizes"]["face"] == MIN_FRAMES["face"] < q.face_frames
+    assert state["sizes"]["joint"] == q.joint_frames  # already under the floor
+    assert state["rendered"] == state["sizes"]
+    assert (out / "checkpoints" / "face.u8").stat().st_size == MIN_FRAMES["face"] * np.prod(
+        (state["face_box"][2], state["face_box"][3], 4)
+    )
+    assert any("to fit the 0.0166667-minute budget" in line for line in lines), lines
+
+
 def test_rig_teacher_refuses_another_image(tmp_path: Path) -> None:
     other = tmp_path / "other.png"
     rgba = np.zeros((512, 512, 4), np.uint8)

@@ -129,7 +129,7 @@ QUALITIES: dict[str, Quality] = {
         refine_steps=800,
         batch=6,
         crop=128,
-        minutes=15.0,
+        minutes=10.0,
     ),
     "default": Quality(
         face_frames=20000,
@@ -145,9 +145,15 @@ QUALITIES: dict[str, Quality] = {
         refine_steps=2500,
         batch=6,
         crop=128,
-        minutes=60.0,
+        minutes=30.0,
     ),
 }
+
+# Rendering gets at most this share of the time budget (the probe included): a slow teacher
+# (THA3 on a CPU: 0.5-1.9 s a frame) renders fewer frames rather than overrun the budget.
+RENDER_SHARE = 0.5
+# The fewest frames a set is cut to, whatever the budget.
+MIN_FRAMES = {"face": 96, "head": 24, "body": 24, "joint": 48, "heldout": 8}
 
 # Adam step size of the head/body flows (pixels): larger when they start from optical flow
 # than when they start from a trained student and only follow the new face.
@@ -294,15 +300,39 @@ class Run:
         return self._teacher
 
     def sizes(self) -> dict[str, int]:
+        """Frames per set: the quality's, or fewer, so that rendering fits its share of the
+        time budget at the teacher's measured speed (decided once, kept for resumes)."""
+        if "sizes" in self.state:
+            return dict(self.state["sizes"])
         q = self.q
         refine = self.init_from is not None  # the warps exist: no head/body frames to fit
-        return {
+        sizes = {
             "face": q.face_frames,
             "head": 0 if refine else q.head_frames,
             "body": 0 if refine else q.body_frames,
             "joint": q.joint_frames,
             "heldout": q.heldout_frames,
         }
+        seconds_per_frame = self.state.get("teacher_s_per_frame")
+        if seconds_per_frame:
+            sizes = fit_render_budget(
+                sizes, seconds_per_frame, RENDER_SHARE * 60.0 * self.minutes - self.elapsed()
+            )
+            wanted = sum(
+                getattr(q, f"{k}_frames") for k in sizes if not (refine and k in ("head", "body"))
+            )
+            if sum(sizes.values()) < wanted:
+                self.progress(
+                    "log",
+                    {
+                        "text": f"the teacher takes {seconds_per_frame:.2f} s a frame: rendering"
+                        f" {sum(sizes.values())} of the quality's {wanted} frames to fit"
+                        f" the {self.minutes:g}-minute budget (give more with --max-minutes)"
+                    },
+                )
+        self.state["sizes"] = sizes
+        self.save_state()
+        return dict(sizes)
 
     def frames(self) -> teacher_frames.FrameSets:
         if self._frames is None:
@@ -343,10 +373,38 @@ class Run:
 # Phases.
 
 
+class _TimedTeacher:
+    """Counts the teacher's frames and their time (the probe's frames price the rest)."""
+
+    def __init__(self, teacher: teacher_frames.Teacher) -> None:
+        self.teacher, self.frames, self.seconds = teacher, 0, 0.0
+
+    def pose(self, pose: PoseVector):  # noqa: ANN201 - the teacher's RGBA frame
+        start = time.perf_counter()
+        frame = self.teacher.pose(pose)
+        self.seconds += time.perf_counter() - start
+        self.frames += 1
+        return frame
+
+
+def fit_render_budget(
+    sizes: dict[str, int], seconds_per_frame: float, seconds: float
+) -> dict[str, int]:
+    """``sizes`` scaled down alike so that their frames take at most ``seconds`` at
+    ``seconds_per_frame``, each set keeping at least :data:`MIN_FRAMES` (or what it had)."""
+    total = sum(sizes.values())
+    if total == 0 or total * seconds_per_frame <= seconds:
+        return dict(sizes)
+    factor = max(seconds, 0.0) / (total * seconds_per_frame)
+    return {k: min(n, max(MIN_FRAMES[k], int(n * factor))) for k, n in sizes.items()}
+
+
 def _probe(run: Run) -> None:
     # The rig draws exactly; THA networks re-synthesise the whole face a little.
     robust = not run.teacher_spec.startswith("rig:")
-    parts, inputs = teacher_frames.find_parts(run.teacher(), robust=robust)
+    timed = _TimedTeacher(run.teacher())
+    parts, inputs = teacher_frames.find_parts(timed, robust=robust)
+    run.state["teacher_s_per_frame"] = timed.seconds / max(timed.frames, 1)
     run.state["parts"] = [list(b) for b in parts]
     run.state["part_inputs"] = [list(i) for i in inputs]
     run.state["face_box"] = list(teacher_frames.union_box(parts))
