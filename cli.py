@@ -497,12 +497,19 @@ def distill(
         ),
     ] = None,
     quality: Annotated[
-        str, typer.Option(help="default, fast or test (frame counts, steps, time budget).")
+        str,
+        typer.Option(
+            help="default (30 min), fast (10 min) or test (3 min): frame counts, steps and"
+            " time budget; a slow teacher renders fewer frames to keep to the budget."
+        ),
     ] = "default",
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="Continue from checkpoints.")] = True,
     max_minutes: Annotated[
-        float | None, typer.Option(help="Time budget in minutes (training ends to honour it).")
+        float | None,
+        typer.Option(
+            help="Time budget in minutes (rendering takes at most half; training ends in time)."
+        ),
     ] = None,
     device: Device = "cpu",
     init_from: Annotated[
@@ -651,6 +658,42 @@ def bench(
     console.print(report.summary())
     for note in report.notes:
         console.print(f"note: {note}")
+
+
+@app.command("export-web")
+def export_web(
+    student: Annotated[
+        str,
+        typer.Argument(help="default (the bundled character's student) or a student folder."),
+    ] = "default",
+    out_dir: Annotated[
+        Path,
+        typer.Argument(help="The site's folder: new, empty, or an earlier export (replaced)."),
+    ] = Path("out/web"),
+    fetch: Annotated[
+        bool,
+        typer.Option(
+            "--fetch",
+            help="First download mediapipe's web face tracker (@mediapipe/tasks-vision) with"
+            " npm into puppet's cache, when it is not there yet.",
+        ),
+    ] = False,
+    tarball: Annotated[
+        Path | None,
+        typer.Option(help="With --fetch: an already downloaded tasks-vision .tgz (no network)."),
+    ] = None,
+):
+    """Write a static web site that puppets the character in the visitor's browser (camera,
+    face tracking and the student all run in the page; no server code, no CDN)."""
+    from puppet.outputs.web_site import export_web_site
+
+    check_outputs([out_dir], [Path(student)])
+    site = run(lambda: export_web_site(student, out_dir, fetch=fetch, tarball=tarball))
+    console.print(f"wrote {site.folder} ({len(site.files)} files, {site.bytes / 1e6:.1f} MB)")
+    console.print(
+        f"serve it with any static web server, e.g. `python -m http.server 8000 -d {site.folder}`,"
+        " then open http://localhost:8000/ (the camera needs https or localhost)"
+    )
 
 
 @app.command()

@@ -50,7 +50,9 @@ KEEP_COMPOSITOR_AWAKE = """(() => {
 class DevTools:
     """A minimal Chrome DevTools Protocol client over the pipe (fd 3 in, fd 4 out)."""
 
-    def __init__(self, executable: str, profile: Path, width: int, height: int) -> None:
+    def __init__(
+        self, executable: str, profile: Path, width: int, height: int, flags: tuple[str, ...] = ()
+    ) -> None:
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
@@ -65,7 +67,7 @@ class DevTools:
             "--no-first-run", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
             f"--user-data-dir={profile}", "--remote-debugging-pipe",
-            f"--window-size={width},{height}", "about:blank",
+            f"--window-size={width},{height}", *flags, "about:blank",
         ]  # fmt: skip
         self.process = subprocess.Popen(
             args, close_fds=False, preexec_fn=wire_pipes,  # noqa: PLW1509 - single-threaded use

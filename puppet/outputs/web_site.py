@@ -33,8 +33,8 @@ from puppet.errors import PuppetError
 from puppet.mapping.converters import VOWEL_BASIS, VOWEL_L1, MapperSettings, mirror_pose
 from puppet.mapping.idle import MIN_BLINK_INTERVAL_S, IdleSettings
 from puppet.mapping.smoothing import CATEGORY_DEFAULTS, D_CUTOFF
-from puppet.mediapipe_web import FILES, PACKAGE, VERSION, cached_tasks_vision
-from puppet.paths import FACE_LANDMARKER, MEDIAPIPE_DIR
+from puppet.mediapipe_web import FILES, PACKAGE, VERSION, cached_tasks_vision, fetch_tasks_vision
+from puppet.paths import DEFAULT_STUDENT_DIR, FACE_LANDMARKER, MEDIAPIPE_DIR
 from puppet.pose import NUM_PARAMETERS, PARAMETERS, PoseVector
 
 SITE_FORMAT = "puppet-web-site/1"
@@ -84,20 +84,30 @@ def page_file(name: str) -> bytes:
     return resources.files("puppet.outputs").joinpath(f"web/{name}").read_bytes()
 
 
-def export_web_site(student: Path | str, out_dir: Path | str) -> WebSite:
-    """Write the static site for the student in folder ``student`` into ``out_dir``.
+def export_web_site(
+    student: Path | str,
+    out_dir: Path | str,
+    *,
+    fetch: bool = False,
+    tarball: Path | None = None,
+) -> WebSite:
+    """Write the static site for ``student`` into ``out_dir``.
 
+    ``student``: a student folder (``student:DIR`` too), or ``"default"`` for the bundled
+    character's student.
     ``out_dir`` must be new, empty, or an earlier export (which is replaced whole, in one
-    rename, once the new site is complete). Raises PuppetError before writing anything when
-    the vendored mediapipe package is not in the cache, the student is missing or damaged, or
-    ``out_dir`` holds other files.
+    rename, once the new site is complete). ``fetch`` (or a ``tarball``) first puts the
+    vendored mediapipe package in the download cache (``fetch_tasks_vision``); without it the
+    cache must hold it already. Raises PuppetError before writing anything when the package is
+    not cached, the student is missing or damaged, or ``out_dir`` holds other files.
     """
     from puppet.outputs.web_student import export_web_student
 
     out_dir = Path(out_dir).expanduser()
-    vendor = cached_tasks_vision()
+    vendor = fetch_tasks_vision(tarball) if fetch or tarball else cached_tasks_vision()
     _check_out_dir(out_dir)
-    packed = export_web_student(student)
+    spec = str(student).removeprefix("student:")  # as --poser student:DIR names one
+    packed = export_web_student(DEFAULT_STUDENT_DIR if spec == "default" else spec)
     files: dict[str, bytes | Path] = {
         site_name: page_file(name) for site_name, name in _PAGE_FILES.items()
     }
