@@ -50,6 +50,11 @@ def tasks_vision_dir() -> Path:
     return cache_dir() / "npm" / f"tasks-vision-{VERSION}"
 
 
+def cached_tarball() -> Path:
+    """Where the tarball ``npm pack`` downloaded is kept (it may not exist)."""
+    return cache_dir() / "npm" / TARBALL_NAME
+
+
 def _fix() -> str:
     return (
         f"Fetch it once with `{FETCH_COMMAND} ...` (runs `npm pack {PACKAGE}@{VERSION}`; needs"
@@ -109,6 +114,8 @@ def fetch_tasks_vision(tarball: Path | None = None) -> Path:
         (unpacked / _HASHES).write_text(json.dumps(hashes, indent=1), encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(unpacked, folder)
+        if tarball is None:  # kept: the cache can be rebuilt from it with no network
+            os.replace(source, cached_tarball())
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return cached_tasks_vision()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import functools
 import json
+import shutil
 import threading
 import time
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -294,6 +295,16 @@ def test_without_the_cached_package_the_error_names_the_fetch(tmp_path: Path, mo
     result = CliRunner().invoke(load_app(), ["export-web", "default", str(tmp_path / "site")])
     assert result.exit_code == 2
     assert "export-web --fetch" in result.output and "Traceback" not in result.output
+
+
+def test_an_earlier_export_is_replaced_whole(site: Path, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    shutil.copytree(site, out)
+    (out / "stale.js").write_text("// from an older export")
+    written = export_web_site(f"student:{DEFAULT_STUDENT_DIR}", out)
+    assert not (out / "stale.js").exists() and (out / "index.html").is_file()
+    assert written.bytes == sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert [p.name for p in tmp_path.iterdir()] == ["site"]  # no staging folder left
 
 
 def test_export_refuses_a_folder_of_other_files(site: Path, tmp_path: Path) -> None:
