@@ -47,6 +47,30 @@ KEEP_COMPOSITOR_AWAKE = """(() => {
 })()"""
 
 
+# The WebGL canvas of puppet's page (window.puppetRenderer), read back as base64 RGBA, with
+# ``extra`` (a JS expression) evaluated alongside it.
+_READ_CANVAS = """(() => {
+  const gl = window.puppetRenderer.gl;
+  const w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
+  const pixels = new Uint8Array(w * h * 4);
+  gl.bindFramebuffer(gl.FRAMEBUFFER, null);
+  gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, pixels);
+  let text = "";
+  for (let i = 0; i < pixels.length; i += 0x8000) {
+    text += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
+  }
+  return [w, h, btoa(text), EXTRA];
+})()"""
+
+
+def read_webgl_canvas(devtools: DevTools, extra: str = "null") -> tuple[np.ndarray, object]:
+    """(the canvas as RGBA uint8 rows top-down, the value of ``extra``)."""
+
+    width, height, data, value = devtools.evaluate(_READ_CANVAS.replace("EXTRA", extra))
+    pixels = np.frombuffer(base64.b64decode(data), np.uint8).reshape(height, width, 4)
+    return pixels[::-1], value  # GL rows run bottom-up
+
+
 class DevTools:
     """A minimal Chrome DevTools Protocol client over the pipe (fd 3 in, fd 4 out)."""
 

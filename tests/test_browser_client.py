@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_browser import DevTools, chromium_path
+from test_browser import DevTools, chromium_path, read_webgl_canvas
 
 from poser_models.student import StudentPoser, rgba_to_premultiplied_linear
 from puppet.errors import PuppetError
@@ -27,18 +27,6 @@ from puppet.training.evaluation import alpha_weighted_psnr
 
 SIZE = 512
 PLACEHOLDER = np.zeros((SIZE, SIZE, 4), np.uint8)  # client mode ignores the loop's frames
-READ_CANVAS = """(() => {
-  const gl = window.puppetRenderer.gl;
-  const w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
-  const pixels = new Uint8Array(w * h * 4);
-  gl.bindFramebuffer(gl.FRAMEBUFFER, null);
-  gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, pixels);
-  let text = "";
-  for (let i = 0; i < pixels.length; i += 0x8000) {
-    text += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
-  }
-  return [w, h, btoa(text)];
-})()"""
 
 
 def _pose(**values: float) -> np.ndarray:
@@ -109,9 +97,7 @@ def profile_dir():
 
 
 def _read_canvas(chromium: DevTools) -> np.ndarray:
-    width, height, data = chromium.evaluate(READ_CANVAS)
-    pixels = np.frombuffer(base64.b64decode(data), np.uint8).reshape(height, width, 4)
-    return pixels[::-1]  # GL rows run bottom-up
+    return read_webgl_canvas(chromium)[0]
 
 
 def test_page_renders_the_student_like_python(student, python_poser, profile_dir) -> None:

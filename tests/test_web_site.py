@@ -9,7 +9,6 @@ closed half, so the test knows what the camera shows when it reads the page's po
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import shutil
@@ -21,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_browser import DevTools, chromium_path
+from test_browser import DevTools, chromium_path, read_webgl_canvas
 from typer.testing import CliRunner
 
 from puppet.__main__ import load_app
@@ -55,18 +54,6 @@ READ_STATE = """(() => {
   }
   const p = window.puppet;
   return { mark, pose: p.pose, observation: p.observation, faces: p.facesSeen };
-})()"""
-READ_CANVAS = """(() => {
-  const gl = window.puppetRenderer.gl;
-  const w = gl.drawingBufferWidth, h = gl.drawingBufferHeight;
-  const pixels = new Uint8Array(w * h * 4);
-  gl.bindFramebuffer(gl.FRAMEBUFFER, null);
-  gl.readPixels(0, 0, w, h, gl.RGBA, gl.UNSIGNED_BYTE, pixels);
-  let text = "";
-  for (let i = 0; i < pixels.length; i += 0x8000) {
-    text += String.fromCharCode.apply(null, pixels.subarray(i, i + 0x8000));
-  }
-  return [window.puppet.pose, w, h, btoa(text)];
 })()"""
 
 
@@ -134,9 +121,8 @@ def _browser(profile: Path, *flags: str) -> DevTools:
 
 
 def _read_canvas(chromium: DevTools) -> tuple[np.ndarray, np.ndarray]:
-    pose, width, height, data = chromium.evaluate(READ_CANVAS)
-    pixels = np.frombuffer(base64.b64decode(data), np.uint8).reshape(height, width, 4)
-    return np.array(pose, np.float32), pixels[::-1]  # GL rows run bottom-up
+    pixels, pose = read_webgl_canvas(chromium, "window.puppet.pose")
+    return np.array(pose, np.float32), pixels
 
 
 def test_the_site_holds_everything_it_loads(site: Path) -> None:
