@@ -881,23 +881,11 @@ class THA3Poser:
         self.stats.seconds[network] = time.perf_counter() - start
         return out
 
-    def pose_outputs(self, pose: PoseVector | np.ndarray | Sequence[float]) -> dict[str, Tensor]:
-        """Every intermediate of one frame, named ``<network>/<output>`` (the 29 official
-        outputs) plus the glue tensors ``face_morpher/input``, ``face_morphed_full``,
-        ``two_algo_face_body_rotator/input``, ``editor/input_warped_image`` and
-        ``editor/input_grid_change``. ``editor/output_image`` is the final image."""
-        if self._image is None or self._decomposed is None:
-            raise PuppetError("No character loaded into the THA3 poser.", "Call load() first.")
-        values = self._pose_tensor(pose)
-        if self._frame is not None and values.tobytes() == self._frame_key:
-            self.stats.frame_reuses += 1
-            return self._frame
-        pose_t = torch.from_numpy(values[None].copy()).to(self.device, self.torch_dtype)
+    def _face_stage(self, values: np.ndarray, pose_t: Tensor) -> dict[str, Tensor]:
+        """The eyebrow combiner and face morpher for ``values`` (each reused while its own
+        values are unchanged): the combiner's outputs and the face stage's tensors."""
+        assert self._image is not None and self._decomposed is not None
         image = self._image
-        out: dict[str, Tensor] = {}
-        for name, tensor in zip(OUTPUT_NAMES["eyebrow_decomposer"], self._decomposed, strict=True):
-            out[f"eyebrow_decomposer/{name}"] = tensor
-
         eyebrow_key = values[EYEBROW_SLICE].tobytes()
         if self._combined is None or eyebrow_key != self._combiner_key:
             decomposed = self._decomposed
@@ -909,10 +897,6 @@ class THA3Poser:
             self.stats.combiner_runs += 1
         else:
             self.stats.combiner_reuses += 1
-        for name, tensor in zip(
-            OUTPUT_NAMES["eyebrow_morphing_combiner"], self._combined, strict=True
-        ):
-            out[f"eyebrow_morphing_combiner/{name}"] = tensor
 
         face_key = values[FACE_SLICE].tobytes()
         if self._face is None or face_key != self._face_key:
@@ -932,7 +916,41 @@ class THA3Poser:
             self.stats.face_morpher_runs += 1
         else:
             self.stats.face_morpher_reuses += 1
-        out.update(self._face)
+        combined = {
+            f"eyebrow_morphing_combiner/{name}": tensor
+            for name, tensor in zip(
+                OUTPUT_NAMES["eyebrow_morphing_combiner"], self._combined, strict=True
+            )
+        }
+        return {**combined, **self._face}
+
+    def face_morphed(self, pose: PoseVector | np.ndarray | Sequence[float]) -> np.ndarray:
+        """The character with only the face stages applied (no rotation, no editor) as sRGB
+        RGBA uint8 (512, 512, 4): about a third of a frame's cost. Distillation builds cheap
+        expression frames from it (``puppet.training.teacher_frames``)."""
+        if self._image is None or self._decomposed is None:
+            raise PuppetError("No character loaded into the THA3 poser.", "Call load() first.")
+        values = self._pose_tensor(pose)
+        pose_t = torch.from_numpy(values[None].copy()).to(self.device, self.torch_dtype)
+        return tensor_to_rgba8(self._face_stage(values, pose_t)["face_morphed_full"])
+
+    def pose_outputs(self, pose: PoseVector | np.ndarray | Sequence[float]) -> dict[str, Tensor]:
+        """Every intermediate of one frame, named ``<network>/<output>`` (the 29 official
+        outputs) plus the glue tensors ``face_morpher/input``, ``face_morphed_full``,
+        ``two_algo_face_body_rotator/input``, ``editor/input_warped_image`` and
+        ``editor/input_grid_change``. ``editor/output_image`` is the final image."""
+        if self._image is None or self._decomposed is None:
+            raise PuppetError("No character loaded into the THA3 poser.", "Call load() first.")
+        values = self._pose_tensor(pose)
+        if self._frame is not None and values.tobytes() == self._frame_key:
+            self.stats.frame_reuses += 1
+            return self._frame
+        pose_t = torch.from_numpy(values[None].copy()).to(self.device, self.torch_dtype)
+        out: dict[str, Tensor] = {}
+        for name, tensor in zip(OUTPUT_NAMES["eyebrow_decomposer"], self._decomposed, strict=True):
+            out[f"eyebrow_decomposer/{name}"] = tensor
+
+        out.update(self._face_stage(values, pose_t))
 
         full = self._face["face_morphed_full"]
         rotation = pose_t[:, ROTATION_SLICE]

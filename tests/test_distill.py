@@ -183,6 +183,27 @@ def test_short_distillation_from_real_tha3_improves_the_head_box(
     assert poser.pose(PoseVector()).shape == (512, 512, 4)
 
 
+def test_approximate_face_crops_are_close_to_the_full_tha3_frame() -> None:
+    """THA3's cheap face crops (neutral frame + what the face stages alone change) against the
+    full pipeline at the same expression-only poses: far closer than the neutral frame is."""
+    from real_assets import real_assets
+
+    from poser_models.tha3 import THA3Poser
+    from puppet.training.teacher_frames import FACE_REGION, ApproximateFaces
+
+    assets = real_assets()
+    teacher = THA3Poser("separable_float", assets.tha3_dir, threads=2)
+    teacher.load(assets.samples["lambda_00"])
+    faces = ApproximateFaces(teacher, FACE_REGION)
+    rows, cols = faces.box
+    neutral = rgba_to_premultiplied_linear(teacher.pose(PoseVector())[rows, cols])
+    for values in sample_poses("face", 3, seed=11):
+        full = rgba_to_premultiplied_linear(teacher.pose(PoseVector(values))[rows, cols])
+        approximate = rgba_to_premultiplied_linear(faces.crop(PoseVector(values)))
+        assert alpha_weighted_psnr(full, approximate) > 31.0
+        assert alpha_weighted_psnr(full, approximate) > alpha_weighted_psnr(full, neutral) + 5.0
+
+
 class Interrupt(Exception):
     pass
 

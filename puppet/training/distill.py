@@ -315,8 +315,10 @@ class Run:
         }
         seconds_per_frame = self.state.get("teacher_s_per_frame")
         if seconds_per_frame:
+            costs = {k: seconds_per_frame for k in sizes}
+            costs["face"] = self.state.get("face_s_per_frame", seconds_per_frame)
             sizes = fit_render_budget(
-                sizes, seconds_per_frame, RENDER_SHARE * 60.0 * self.minutes - self.elapsed()
+                sizes, costs, RENDER_SHARE * 60.0 * self.minutes - self.elapsed()
             )
             wanted = sum(
                 getattr(q, f"{k}_frames") for k in sizes if not (refine and k in ("head", "body"))
@@ -325,7 +327,8 @@ class Run:
                 self.progress(
                     "log",
                     {
-                        "text": f"the teacher takes {seconds_per_frame:.2f} s a frame: rendering"
+                        "text": f"the teacher takes {seconds_per_frame:.2f} s a frame"
+                        f" ({costs['face']:.2f} s a face crop): rendering"
                         f" {sum(sizes.values())} of the quality's {wanted} frames to fit"
                         f" the {self.minutes:g}-minute budget (give more with --max-minutes)"
                     },
@@ -345,8 +348,14 @@ class Run:
                 self.state["rendered"],
                 self.save_state,
                 self.progress,
+                approximate_faces=self.approximate_faces,
             )
         return self._frames
+
+    @property
+    def approximate_faces(self) -> bool:
+        """THA3's face crops are made from its face stages (``ApproximateFaces``)."""
+        return self.teacher_spec.startswith("tha3:")
 
     def budget_fraction(self) -> float:
         """How much of the training time is spent: training ends a minute (or 6 %) before
@@ -388,14 +397,20 @@ class _TimedTeacher:
 
 
 def fit_render_budget(
-    sizes: dict[str, int], seconds_per_frame: float, seconds: float
+    sizes: dict[str, int], seconds_per_frame: float | dict[str, float], seconds: float
 ) -> dict[str, int]:
     """``sizes`` scaled down alike so that their frames take at most ``seconds`` at
-    ``seconds_per_frame``, each set keeping at least :data:`MIN_FRAMES` (or what it had)."""
-    total = sum(sizes.values())
-    if total == 0 or total * seconds_per_frame <= seconds:
+    ``seconds_per_frame`` (one figure, or one per set), each set keeping at least
+    :data:`MIN_FRAMES` (or what it had)."""
+    costs = (
+        seconds_per_frame
+        if isinstance(seconds_per_frame, dict)
+        else dict.fromkeys(sizes, seconds_per_frame)
+    )
+    total = sum(n * costs[k] for k, n in sizes.items())
+    if total == 0 or total <= seconds:
         return dict(sizes)
-    factor = max(seconds, 0.0) / (total * seconds_per_frame)
+    factor = max(seconds, 0.0) / total
     return {k: min(n, max(MIN_FRAMES[k], int(n * factor))) for k, n in sizes.items()}
 
 
@@ -405,6 +420,13 @@ def _probe(run: Run) -> None:
     timed = _TimedTeacher(run.teacher())
     parts, inputs = teacher_frames.find_parts(timed, robust=robust)
     run.state["teacher_s_per_frame"] = timed.seconds / max(timed.frames, 1)
+    if run.approximate_faces:
+        faces = teacher_frames.ApproximateFaces(run.teacher(), teacher_frames.union_box(parts))
+        probes = teacher_frames.sample_poses("face", 3, seed=run.seed + 7)
+        start = time.perf_counter()  # the neutral frames above are paid once
+        for values in probes:
+            faces.crop(PoseVector(values))
+        run.state["face_s_per_frame"] = (time.perf_counter() - start) / len(probes)
     run.state["parts"] = [list(b) for b in parts]
     run.state["part_inputs"] = [list(i) for i in inputs]
     run.state["face_box"] = list(teacher_frames.union_box(parts))
