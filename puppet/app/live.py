@@ -538,9 +538,7 @@ def run_live(
                     vcam_device=config.vcam_device,
                     browser_port=config.browser_port,
                     browser_render=config.browser_render,
-                    browser_student=getattr(poser, "folder", None)
-                    if isinstance(poser, StudentPoser)
-                    else None,
+                    browser_student=poser.folder if isinstance(poser, StudentPoser) else None,
                     live=True,
                     lossless=player is not None,
                     wall_clock=player is None,
