@@ -63,6 +63,17 @@ _READ_CANVAS = """(() => {
 })()"""
 
 
+def open_square_page(profile: Path, size: int, *flags: str) -> DevTools:
+    """Headless Chromium (extra command-line ``flags``) with a ``size`` x ``size`` page."""
+    devtools = DevTools(chromium_path(), profile, size, size, flags)
+    devtools.page("Page.enable")
+    devtools.page(
+        "Emulation.setDeviceMetricsOverride", width=size, height=size, deviceScaleFactor=1,
+        mobile=False,
+    )  # fmt: skip
+    return devtools
+
+
 def read_webgl_canvas(devtools: DevTools, extra: str = "null") -> tuple[np.ndarray, object]:
     """(the canvas as RGBA uint8 rows top-down, the value of ``extra``)."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_browser import DevTools, chromium_path, read_webgl_canvas
+from test_browser import DevTools, open_square_page, read_webgl_canvas
 
 from poser_models.student import StudentPoser, rgba_to_premultiplied_linear
 from puppet.errors import PuppetError
@@ -54,28 +54,6 @@ def test_poses() -> dict[str, np.ndarray]:
 test_poses.__test__ = False  # a helper, not a test
 
 
-def _browser(profile: Path, *extra_flags: str) -> DevTools:
-    import subprocess
-
-    # DevTools starts Chromium with Popen; one more flag goes in before the URL.
-    original = subprocess.Popen
-
-    def popen(args, **kwargs):  # noqa: ANN001, ANN202
-        return original([*args[:-1], *extra_flags, args[-1]], **kwargs)
-
-    subprocess.Popen = popen
-    try:
-        devtools = DevTools(chromium_path(), profile, SIZE, SIZE)
-    finally:
-        subprocess.Popen = original
-    devtools.page("Page.enable")
-    devtools.page(
-        "Emulation.setDeviceMetricsOverride", width=SIZE, height=SIZE, deviceScaleFactor=1,
-        mobile=False,
-    )  # fmt: skip
-    return devtools
-
-
 @pytest.fixture(scope="module")
 def student():
     return export_web_student(DEFAULT_STUDENT_DIR)
@@ -101,7 +79,7 @@ def _read_canvas(chromium: DevTools) -> np.ndarray:
 
 
 def test_page_renders_the_student_like_python(student, python_poser, profile_dir) -> None:
-    chromium = _browser(profile_dir / "webgl")
+    chromium = open_square_page(profile_dir / "webgl", SIZE)
     # The page opens before the server exists (the loop still loading): it waits.
     probe = socket.socket()
     probe.bind(("127.0.0.1", 0))
@@ -200,7 +178,7 @@ def test_missing_or_corrupt_student_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_no_webgl2_shows_a_message_and_png_frames(student, python_poser, profile_dir) -> None:
-    chromium = _browser(profile_dir / "no-webgl", "--disable-3d-apis")
+    chromium = open_square_page(profile_dir / "no-webgl", SIZE, "--disable-3d-apis")
     output = BrowserOutput(port=0, student=student)
     try:
         pose = _pose(mouth_aaa=1.0, head_x=0.5)

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_browser import DevTools, chromium_path, read_webgl_canvas
+from test_browser import DevTools, open_square_page, read_webgl_canvas
 from typer.testing import CliRunner
 
 from puppet.__main__ import load_app
@@ -110,16 +110,6 @@ def _blink_video(clip: Path, path: Path) -> Path:
     return _write_y4m(path, frames)
 
 
-def _browser(profile: Path, *flags: str) -> DevTools:
-    devtools = DevTools(chromium_path(), profile, SIZE, SIZE, flags)
-    devtools.page("Page.enable")
-    devtools.page(
-        "Emulation.setDeviceMetricsOverride", width=SIZE, height=SIZE, deviceScaleFactor=1,
-        mobile=False,
-    )  # fmt: skip
-    return devtools
-
-
 def _read_canvas(chromium: DevTools) -> tuple[np.ndarray, np.ndarray]:
     pixels, pose = read_webgl_canvas(chromium, "window.puppet.pose")
     return np.array(pose, np.float32), pixels
@@ -156,8 +146,9 @@ def test_eyes_close_when_the_video_s_do(site: Path, server: str, tmp_path: Path,
     assert reference[list(CLOSED_FRAMES), :2].min() > 0.75
     video = _blink_video(clip, tmp_path / "blinks.y4m")
     start = time.perf_counter()
-    chromium = _browser(
+    chromium = open_square_page(
         tmp_path / "profile",
+        SIZE,
         "--use-fake-device-for-media-stream",
         "--use-fake-ui-for-media-stream",
         f"--use-file-for-fake-video-capture={video}",
@@ -253,7 +244,7 @@ def test_no_camera_and_no_webgl2_say_so_and_the_character_still_idles(
     site: Path, server: str, tmp_path: Path
 ) -> None:
     # No fake camera and no WebGL: the page explains both; the pose it shows still blinks.
-    chromium = _browser(tmp_path / "profile", "--disable-3d-apis")
+    chromium = open_square_page(tmp_path / "profile", SIZE, "--disable-3d-apis")
     try:
         chromium.page("Page.navigate", url=server)
         chromium.wait_for(
