@@ -22,6 +22,10 @@ for training, is ``poser_models.student_net.StudentNet``. A frame is made in thr
 3. **Residual**: a premultiplied RGBA correction at ``field_size`` (revealed hair, shading),
    mixed by an MLP over the full pose.
 
+What is warped is the character image, or (``base_delta``, students of THA teachers) the
+image plus a fixed ``base.delta``: the teacher's own neutral frame, which THA redraws a little
+everywhere, so that the parts only add what an expression changes.
+
 Speed: each layer is warped and composited only inside the rectangle its flows can reach
 at the frame's pose (from the body flow's size, cell by cell, and the head flow's largest
 value), the head flow is resampled only where the head field can be read, and the products of
@@ -85,6 +89,11 @@ class StudentConfig:
     residual_rank: int = 16
     residual_hidden: int = 64
     layers: int = 3
+    # A THA teacher redraws the whole character a little even at the neutral pose (its editor
+    # re-synthesises it: lambda_00's neutral frame is 26 dB from the image over the head
+    # box). With ``base_delta`` the student starts from that neutral frame, not the image:
+    # ``base.delta`` (image-size RGBA, premultiplied linear) is added to the image once.
+    base_delta: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> StudentConfig:
@@ -149,6 +158,8 @@ def tensor_shapes(config: StudentConfig) -> dict[str, tuple[int, ...]]:
     )
     shapes["residual.basis"] = (c.residual_rank, c.residual_box[2], c.residual_box[3], 4)
     mlp("residual.mlp", NUM_PARAMETERS, c.residual_hidden, c.residual_rank)
+    if c.base_delta:
+        shapes["base.delta"] = (c.image_size, c.image_size, 4)
     return shapes
 
 
@@ -186,6 +197,13 @@ _LUT_STEPS = 16384
 _LINEAR_TO_SRGB_U8 = np.clip(
     np.round(255.0 * linear_to_srgb(np.linspace(0.0, 1.0, _LUT_STEPS))), 0, 255
 ).astype(np.uint8)
+
+
+def base_image(rgba: np.ndarray, delta: np.ndarray | None) -> np.ndarray:
+    """What the student warps: the character, premultiplied linear, plus the file's
+    ``base.delta`` when it has one (the teacher's neutral frame minus the image)."""
+    source = rgba_to_premultiplied_linear(rgba)
+    return source if delta is None else source + delta
 
 
 def rgba_to_premultiplied_linear(rgba: np.ndarray) -> np.ndarray:
@@ -354,6 +372,7 @@ class StudentPoser:
             t["body.basis"][k].reshape(t["body.basis"].shape[1], -1).copy() for k in range(c.layers)
         ]
         self._residual_basis = t["residual.basis"].reshape(c.residual_rank, -1)
+        self._base_delta = t.get("base.delta")  # None without ``config.base_delta``
         self._residual_mlp = [
             (t[f"residual.mlp.{i}.weight"].T.copy(), t[f"residual.mlp.{i}.bias"])
             for i in range(MLP_DEPTH)
@@ -424,7 +443,7 @@ class StudentPoser:
                 "Run `puppet distill IMAGE ...` to train one for this character, or use the"
                 " character the student was made for.",
             )
-        self._source = rgba_to_premultiplied_linear(rgba)
+        self._source = base_image(rgba, self._base_delta)
         self._layers = self._source[None] * self._masks + self._fill
         self._work = self._layers.copy()
         self._find_regions()

@@ -98,6 +98,12 @@ class StudentNet(nn.Module):
         self.body_basis = nn.Parameter(torch.zeros(shapes["body.basis"]))
         self.residual_basis = nn.Parameter(torch.zeros(shapes["residual.basis"]))
         self.residual_mlp = PoseMLP(NUM_PARAMETERS, c.residual_hidden, c.residual_rank)
+        # Fixed at initialisation (the teacher's neutral frame minus the image), not trained.
+        self.base_delta = (
+            nn.Parameter(torch.zeros(shapes["base.delta"]), requires_grad=False)
+            if c.base_delta
+            else None
+        )
         self.register_buffer(
             "head_exponents", torch.tensor(monomial_exponents(3, c.head_degree)).float()
         )
@@ -117,6 +123,8 @@ class StudentNet(nn.Module):
                 "layer.fill": self.layer_fill,
             }
         )
+        if self.base_delta is not None:
+            out["base.delta"] = self.base_delta
         mlps = [(f"part{i}.mlp", m) for i, m in enumerate(self.part_mlp)]
         for prefix, mlp in [*mlps, ("residual.mlp", self.residual_mlp)]:
             for i, layer in enumerate(m for m in mlp if isinstance(m, nn.Linear)):
@@ -162,10 +170,15 @@ class StudentNet(nn.Module):
             )
         return delta
 
+    def base(self, source: Tensor) -> Tensor:
+        """What is warped: ``source`` (4, 512, 512, the character) plus ``base.delta``."""
+        return source if self.base_delta is None else source + self.base_delta.permute(2, 0, 1)
+
     def face(self, pose: Tensor, source: Tensor) -> Tensor:
         """The expression-posed face box (B, 4, h, w); ``source`` (4, 512, 512)."""
         top, left, height, width = self.config.face_box
-        return source[None, :, top : top + height, left : left + width] + self.face_delta(pose)
+        base = self.base(source)
+        return base[None, :, top : top + height, left : left + width] + self.face_delta(pose)
 
     def fields(self, pose: Tensor) -> tuple[list[Tensor], list[Tensor], Tensor]:
         c = self.config
@@ -206,6 +219,7 @@ class StudentNet(nn.Module):
         """
         c = self.config
         top, left, height, width = c.face_box
+        source = self.base(source)
         delta = self.face_delta(pose)
         masks = torch.softmax(self.layer_logits, dim=0)[:, None]  # (L, 1, H, W)
         ht, hl, hh, hw = c.head_box

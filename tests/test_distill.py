@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.numpy import load_file
 
+from poser_models.image import load_character
 from poser_models.student import StudentPoser, rgba_to_premultiplied_linear
 from puppet.errors import PuppetError
 from puppet.paths import DEFAULT_CHARACTER_IMAGE
@@ -27,6 +28,7 @@ from puppet.training.evaluation import (
     tracked_poses,
 )
 from puppet.training.teacher_frames import (
+    _separate,
     find_parts,
     make_teacher,
     parse_teacher,
@@ -72,6 +74,49 @@ def test_pose_sets_cover_the_marginals() -> None:
     assert 0.3 < follows.mean() < 0.9  # the body follows the head as the tracker maps it
     assert np.array_equal(joint[:50], sample_poses("joint", 50, seed=0))
     assert not np.array_equal(joint[:50], sample_poses("heldout", 50, seed=0))
+
+
+def test_tracked_sampler_spends_frames_where_a_webcam_drives_the_face() -> None:
+    """The slow teachers' sampler: three in four expressions come from random blendshape
+    scores through the default mapping, so they set only what the mapping sets, with its
+    couplings; runs of three share their eyebrows (THA3's combiner then runs once a run)."""
+    face = sample_poses("face", 600, seed=0, sampler="tracked")
+    assert np.all(face >= LOWER) and np.all(face <= UPPER) and not face[:, 39:].any()
+    mapped = {
+        i for n, i in INDEX.items()
+        if n.split("_left")[0].split("_right")[0] in {
+            "eyebrow_raised", "eyebrow_angry", "eyebrow_happy", "eye_wink", "eye_happy_wink",
+            "eye_surprised", "eye_raised_lower_eyelid", "mouth_raised_corner",
+            "mouth_lowered_corner", "mouth_aaa", "mouth_iii", "mouth_uuu", "mouth_ooo",
+            "iris_rotation_x", "iris_rotation_y", "iris_small",
+        }
+    }  # fmt: skip
+    others = [i for i in range(39) if i not in mapped]
+    only_mapped = ~(face[:, others] != 0).any(axis=1)
+    assert 0.65 < only_mapped.mean() < 0.9, only_mapped.mean()
+    # Where the mapping is the author: the brows' happy value is the smile's, the corners rise.
+    smiles = only_mapped & (face[:, INDEX["eyebrow_happy_left"]] > 0.3)
+    assert (face[smiles, INDEX["mouth_raised_corner_left"]] > 0.4).all()
+    assert (face[only_mapped, INDEX["mouth_aaa"]] > 0.2).mean() > 0.3  # open mouths
+    runs = face.reshape(-1, 3, 45)[:, :, :12]
+    assert (runs == runs[:, :1]).all()
+    assert len(np.unique(runs[:, 0], axis=0)) > 150
+    # The rig keeps the broad sampler, stream for stream (the shipped student's data).
+    assert np.array_equal(sample_poses("face", 50, seed=0), sample_poses("face", 50, 0, "broad"))
+    with pytest.raises(ValueError, match="sampler"):
+        sample_poses("face", 1, seed=0, sampler="webcam")
+
+
+def test_overlapping_part_boxes_are_cut_apart_in_the_middle() -> None:
+    boxes = _separate([(110, 200, 50, 60), (112, 250, 48, 40), (160, 230, 20, 30)])
+    (right, left, mouth) = boxes
+    assert right == (110, 200, 50, 55) and left == (112, 255, 48, 35)  # cut at column 255
+    assert mouth == (160, 230, 20, 30)  # touching the eyes' bottom rows only: not cut
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1 :]:
+            rows = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+            cols = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+            assert rows <= 0 or cols <= 0
 
 
 def test_teacher_specs() -> None:
@@ -190,9 +235,22 @@ def test_short_distillation_from_real_tha3_improves_the_head_box(
     assert report.whole_psnr_db > report.untrained_whole_psnr_db, report
     manifest = json.loads((tmp_path / "student" / "manifest.json").read_text())
     assert manifest["teacher"].startswith("tha3:separable_float")
+    # The parts were probed on the face stages: one box round each eye and brow, one round
+    # the mouth, apart (the full frame's redraw made them span the face and overlap).
+    (right, left, mouth) = manifest["config"]["parts"]
+    assert right[1] + right[3] <= left[1] and mouth[0] >= max(right[0], left[0]) + 30
+    assert all(h * w < 64 * 64 for _, _, h, w in (right, left, mouth)), manifest["config"]
+    # The student starts from the teacher's neutral frame (base.delta), not from the image.
+    assert manifest["config"]["base_delta"] is True
     poser = StudentPoser.from_folder(tmp_path / "student")
     poser.load(assets.samples["lambda_00"])
-    assert poser.pose(PoseVector()).shape == (512, 512, 4)
+    neutral = np.fromfile(tmp_path / "student" / "checkpoints" / "neutral.u8", np.uint8)
+    teacher = rgba_to_premultiplied_linear(neutral.reshape(512, 512, 4))
+    image = rgba_to_premultiplied_linear(load_character(assets.samples["lambda_00"]))
+    student = poser.pose_premultiplied(PoseVector())
+    assert alpha_weighted_psnr(teacher, student, HEAD_BOX) > (
+        alpha_weighted_psnr(teacher, image, HEAD_BOX) + 3.0
+    )
 
 
 def test_approximate_face_crops_are_close_to_the_full_tha3_frame() -> None:

@@ -50,9 +50,10 @@ def rgba() -> np.ndarray:
     return load_character(DEFAULT_CHARACTER_IMAGE)
 
 
-def _random_net(seed: int) -> StudentNet:
+def _random_net(seed: int, base_delta: bool = False) -> StudentNet:
     """Smooth random maps (trained maps are smooth, not noise), fp16-rounded as on disk."""
     config = StudentConfig(
+        base_delta=base_delta,
         face_box=(108, 208, 92, 96),
         parts=((108, 208, 56, 48), (108, 256, 56, 48), (168, 232, 32, 48)),
         part_inputs=((1, 3, 13, 37, 38), (0, 2, 12, 37, 38), (26, 27, 28)),
@@ -90,12 +91,15 @@ def _poser(net: StudentNet, rgba: np.ndarray) -> StudentPoser:
     return poser
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_runtime_computes_the_training_networks_function(seed: int, rgba: np.ndarray) -> None:
+@pytest.mark.parametrize(("seed", "base_delta"), [(0, False), (1, False), (2, True)])
+def test_runtime_computes_the_training_networks_function(
+    seed: int, base_delta: bool, rgba: np.ndarray
+) -> None:
     """Many poses through the face stage (the same arithmetic: float32 rounding only) and
     whole frames (cv2.remap samples at 1/32 px and the fills are upsampled differently:
-    ~1e-3 typical, a few 1e-2 on sharp edges)."""
-    net = _random_net(seed)
+    ~1e-3 typical, a few 1e-2 on sharp edges); also a student that starts from a teacher's
+    neutral frame (``base.delta``, what THA students have)."""
+    net = _random_net(seed, base_delta)
     poser = _poser(net, rgba)
     rng = np.random.default_rng(seed)
     poses = rng.uniform(LOWER, UPPER, (64, len(LOWER))).astype(np.float32)

@@ -32,8 +32,8 @@ from poser_models.student import (
     MLP_DEPTH,
     WEIGHTS_FILE,
     StudentPoser,
+    base_image,
     monomial_exponents,
-    rgba_to_premultiplied_linear,
 )
 from puppet.errors import PuppetError
 from puppet.pose import LOWER, NUM_PARAMETERS, UPPER
@@ -129,7 +129,7 @@ def _layer_images(
     fill[:, top : top + height, left : left + width] = tensors["layer.fill"]
     size = c.image_size
     fills = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_LINEAR) for f in fill])
-    source = rgba_to_premultiplied_linear(rgba)
+    source = base_image(rgba, tensors.get("base.delta"))
     layers = source[None] * masks[..., None] + fills
     ft, fl, fh, fw = c.face_box
     return layers, np.ascontiguousarray(masks[:, ft : ft + fh, fl : fl + fw])

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from poser_models.image import load_character
@@ -40,7 +41,7 @@ from poser_models.student import (
     rgba_to_premultiplied_linear,
 )
 from poser_models.student_net import StudentNet, export
-from puppet.atomic import atomic_write_bytes
+from puppet.atomic import atomic_write_bytes, os_error
 from puppet.errors import PuppetError
 from puppet.pose import PoseVector
 from puppet.training import evaluation, initialisation, teacher_frames, training
@@ -89,6 +90,10 @@ class Quality:
     residual_hidden: int = 64
     layers: int = 3
     fourier: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+    # The part MLPs' features with the ``tracked`` sampler (a slow teacher's few hundred or
+    # thousand face crops): high frequencies there fit the crops and miss the poses between
+    # them (lambda_00, 1,200 crops: 36.2 dB over the face box at (1, 2), 34.3 at up to 16).
+    fourier_tracked: tuple[float, ...] = (1.0, 2.0)
     tracked_frames: int = 24  # evenly spaced poses per evaluation track
     checkpoint_every: int = 0  # steps between training checkpoints (besides once a minute)
 
@@ -125,7 +130,7 @@ QUALITIES: dict[str, Quality] = {
         part_hidden=192,
         pca_frames=3000,
         regress_steps=3000,
-        train_steps=1500,
+        train_steps=2000,
         refine_steps=800,
         batch=6,
         crop=128,
@@ -349,8 +354,19 @@ class Run:
                 self.save_state,
                 self.progress,
                 approximate_faces=self.approximate_faces,
+                sampler=self.sampler,
             )
         return self._frames
+
+    @property
+    def sampler(self) -> str:
+        """The expressions' pose sampler (``teacher_frames.SAMPLERS``), chosen by the probe."""
+        return self.state.get("face_sampler", "broad")
+
+    @property
+    def neutral_path(self) -> Path:
+        """The teacher's neutral frame (raw 512x512 RGBA uint8), for ``base.delta``."""
+        return self.checkpoints / "neutral.u8"
 
     @property
     def approximate_faces(self) -> bool:
@@ -415,14 +431,27 @@ def fit_render_budget(
 
 
 def _probe(run: Run) -> None:
-    # The rig draws exactly; THA networks re-synthesise the whole face a little.
-    robust = not run.teacher_spec.startswith("rig:")
+    # The rig draws exactly; THA networks re-synthesise the whole face a little. A slow teacher
+    # renders few frames: they are spent where a webcam drives the face (``tracked``).
+    exact = run.teacher_spec.startswith("rig:")
+    run.state["face_sampler"] = "broad" if exact else "tracked"
     timed = _TimedTeacher(run.teacher())
-    parts, inputs = teacher_frames.find_parts(timed, robust=robust)
+    neutral = teacher_frames.check_frame(timed.pose(PoseVector()))
+    if run.approximate_faces:  # boxes from the face stages: the editor redraws everything
+        parts, inputs = teacher_frames.find_parts(
+            teacher_frames.FaceStages(run.teacher()), robust=True
+        )
+        timed = _TimedTeacher(run.teacher())  # not the first frame: it pays the warm-up
+        for values in teacher_frames.sample_poses("joint", 3, seed=run.seed + 7):
+            timed.pose(PoseVector(values))  # full frames, to price the other sets
+    else:
+        parts, inputs = teacher_frames.find_parts(timed, robust=not exact)
     run.state["teacher_s_per_frame"] = timed.seconds / max(timed.frames, 1)
     if run.approximate_faces:
         faces = teacher_frames.ApproximateFaces(run.teacher(), teacher_frames.union_box(parts))
-        probes = teacher_frames.sample_poses("face", 3, seed=run.seed + 7)
+        probes = teacher_frames.sample_poses(
+            "face", 2 * teacher_frames.EYEBROW_RUN, seed=run.seed + 7, sampler=run.sampler
+        )
         start = time.perf_counter()  # the neutral frames above are paid once
         for values in probes:
             faces.crop(PoseVector(values))
@@ -430,10 +459,12 @@ def _probe(run: Run) -> None:
     run.state["parts"] = [list(b) for b in parts]
     run.state["part_inputs"] = [list(i) for i in inputs]
     run.state["face_box"] = list(teacher_frames.union_box(parts))
-    neutral = teacher_frames.check_frame(run.teacher().pose(PoseVector()))
     run.state["neutral_psnr_db"] = alpha_weighted_psnr(
         rgba_to_premultiplied_linear(neutral), rgba_to_premultiplied_linear(run.rgba)
     )
+    if not exact:  # the student starts from this frame (``base.delta``), not from the image
+        atomic_write_bytes(run.neutral_path, np.ascontiguousarray(neutral).tobytes())
+    run.state["base_delta"] = not exact
     run.progress(
         "log",
         {
@@ -454,25 +485,49 @@ def _initialise(run: Run) -> None:
     if run.init_from is not None:
         warp_config, warps = initialisation.warps_from_student(run.init_from)
         report["warps"] = f"from {run.init_from}"
-    else:
+    base_delta = run.state.get("base_delta", False)
+    # What the flows move: the teacher's neutral frame where the student starts from it.
+    reference = _read_neutral(run.neutral_path) if base_delta else run.rgba
+    if run.init_from is None:
         warp_config, warps, report["warps"] = initialisation.warps_from_teacher(
-            run.rgba, run.frames(), q.layers, q.residual_rank, q.residual_hidden
+            reference, run.frames(), q.layers, q.residual_rank, q.residual_hidden
         )
     net = initialisation.build_net(
         tuple(tuple(b) for b in run.state["parts"]),
         tuple(tuple(i) for i in run.state["part_inputs"]),
         q.part_rank,
         q.part_hidden,
-        q.fourier,
-        warp_config,
+        q.fourier if run.sampler == "broad" else q.fourier_tracked,
+        {**warp_config, "base_delta": base_delta},
     )
     initialisation.set_warps(net, warps)
+    if base_delta:
+        initialisation.set_warps(
+            net,
+            {
+                "base.delta": rgba_to_premultiplied_linear(reference)
+                - rgba_to_premultiplied_linear(run.rgba)
+            },
+        )
     report["parts"] = initialisation.fit_parts(
         net, run.rgba, run.frames(), run.seed, q.pca_frames, q.regress_steps,
         progress=run.progress,
     )  # fmt: skip
     run.state["init_report"] = report
     training.save_checkpoint(run.checkpoints / "init.safetensors", net, None, 0)
+
+
+def _read_neutral(path: Path) -> np.ndarray:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise os_error(error, path, "read") from None
+    if len(data) != 512 * 512 * 4:
+        raise PuppetError(
+            f"{path} is damaged ({len(data)} bytes).",
+            "Start the distillation over (without --resume).",
+        )
+    return np.frombuffer(data, np.uint8).reshape(512, 512, 4)
 
 
 def _train(run: Run) -> None:

@@ -328,7 +328,11 @@ def fit_parts(
     count = len(poses)
     train_count = count - min(validation, count // 5)
     top, left = c.face_box[:2]
-    neutral = rgba_to_premultiplied_linear(character)
+    with torch.no_grad():  # the image, plus the teacher's neutral redraw where the net has it
+        neutral = net.base(
+            torch.from_numpy(rgba_to_premultiplied_linear(character)).permute(2, 0, 1)
+        )
+    neutral = neutral.permute(1, 2, 0).numpy()
     inputs_all = torch.from_numpy(np.asarray(poses, np.float32))
     report = {}
     rank = c.part_rank

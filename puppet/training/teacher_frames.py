@@ -6,10 +6,13 @@ the run's checkpoint folder, so an interrupted render resumes at the frame it st
 
 Pose sets (all clipped to the parameter ranges):
 
-- ``face``: expressions only (no rotation), of which only the face box is kept. 40 % the
-  marginals a live face produces (linked blinks, one-eye winks, single vowels, brow groups,
-  gaze; :func:`sample_face`), 60 % dense expressions as a tracked face gives them (brows
-  raised, smiles with half-closed eyes, mixed vowels; :func:`dense_face`).
+- ``face``: expressions only (no rotation), of which only the face box is kept. With the
+  ``broad`` sampler (a cheap teacher: the rig) 40 % the marginals a live face produces
+  (linked blinks, one-eye winks, single vowels, brow groups, gaze; :func:`sample_face`),
+  60 % dense expressions as a tracked face gives them (brows raised, smiles with half-closed
+  eyes, mixed vowels; :func:`dense_face`). With the ``tracked`` sampler (a slow teacher,
+  whose few frames must lie where a webcam drives the character) 75 % are random
+  blendshape scores through the default mapping (:func:`tracked_face`), 25 % broad.
 - ``head`` / ``body``: rotation of one group, neutral face (what the warps are fitted on).
 - ``joint``: everything at once, half of them with the body following the head as the
   tracker maps it (``body_y = head_y``, ``body_z = neck_z``).
@@ -168,6 +171,47 @@ def dense_face(rng: np.random.Generator) -> np.ndarray:
     return v
 
 
+def _score(rng: np.random.Generator, active: float, top: float = 1.0) -> float:
+    """A blendshape score: mostly a resting value under 0.1, else anywhere up to ``top``."""
+    return float(rng.random() * (top if rng.random() < active else 0.1))
+
+
+def tracked_face(rng: np.random.Generator) -> np.ndarray:
+    """An expression as the default mapping makes it from a webcam: random mediapipe
+    blendshape scores (the ones the mapping reads, left and right mostly alike) through
+    :class:`puppet.mapping.converters.BlendshapeMapper` with its default settings. Only the
+    values a tracked face drives are set, with the couplings the mapping has (a smile raises
+    the mouth corners and the brows' happy value and turns a blink into a happy wink, jaw
+    and lips become a vowel mix), so a few hundred teacher frames cover what viewers see."""
+    from puppet.mapping.converters import BlendshapeMapper
+
+    scores: dict[str, float] = {}
+
+    def pair(name: str, active: float, linked: float = 0.8, top: float = 1.0) -> None:
+        value = _score(rng, active, top)
+        scores[f"{name}Left"] = value
+        scores[f"{name}Right"] = value if rng.random() < linked else _score(rng, active, top)
+
+    pair("mouthSmile", 0.5)
+    scores["mouthShrugUpper"] = _score(rng, 0.2, 0.5)
+    scores["browInnerUp"] = _score(rng, 0.7)
+    pair("browOuterUp", 0.7)
+    pair("browDown", 0.3, top=0.6)
+    pair("eyeBlink", 0.6, linked=0.85)
+    pair("eyeWide", 0.4, top=0.6)
+    pair("cheekSquint", 0.3)
+    for direction in ("In", "Out", "Up", "Down"):
+        pair(f"eyeLook{direction}", 0.4, linked=0.0)
+    scores["jawOpen"] = _score(rng, 0.75, 0.6)
+    pair("mouthFrown", 0.2)
+    scores["mouthFunnel"] = _score(rng, 0.4, 0.8)
+    pair("mouthLowerDown", 0.4, top=0.7)
+    scores["mouthPucker"] = _score(rng, 0.4)
+    v = BlendshapeMapper().map_blendshapes(scores).values.astype(np.float32)
+    v[FACE_INPUTS:] = 0.0  # expression only
+    return v
+
+
 def sample_rotation(rng: np.random.Generator, head: bool, body: bool) -> np.ndarray:
     """Head and/or body rotation values (everything else zero)."""
     v = np.zeros(NUM_PARAMETERS, np.float32)
@@ -187,22 +231,42 @@ def sample_rotation(rng: np.random.Generator, head: bool, body: bool) -> np.ndar
     return v
 
 
-def face_poses(count: int, seed: int) -> np.ndarray:
-    """Expression-only poses: 40 % :func:`sample_face`, 60 % :func:`dense_face`."""
+SAMPLERS = ("broad", "tracked")
+# Under the ``tracked`` sampler, runs of this many face poses share their eyebrow values: THA3
+# then runs its eyebrow combiner once a run (a face crop costs 0.11 s instead of 0.16 s).
+EYEBROW_RUN = 3
+
+
+def _broad_face(rng: np.random.Generator) -> np.ndarray:
+    return sample_face(rng) if rng.random() < 0.4 else dense_face(rng)
+
+
+def _face(rng: np.random.Generator, sampler: str) -> np.ndarray:
+    if sampler == "tracked" and rng.random() < 0.75:
+        return tracked_face(rng)
+    return _broad_face(rng)
+
+
+def face_poses(count: int, seed: int, sampler: str = "broad") -> np.ndarray:
+    """Expression-only poses of one sampler (see the module docstring)."""
     rng = np.random.default_rng([seed, 101])
-    out = [sample_face(rng) if rng.random() < 0.4 else dense_face(rng) for _ in range(count)]
+    out = [_face(rng, sampler) for _ in range(count)]
+    if sampler == "tracked":
+        for n in range(count):
+            if n % EYEBROW_RUN:
+                out[n][:12] = out[n - n % EYEBROW_RUN][:12]
     return np.clip(np.stack(out) if out else np.zeros((0, NUM_PARAMETERS)), LOWER, UPPER).astype(
         np.float32
     )
 
 
-def joint_poses(count: int, seed: int, stream: int = 102) -> np.ndarray:
+def joint_poses(count: int, seed: int, stream: int = 102, sampler: str = "broad") -> np.ndarray:
     """Expression + head/body: half with the body following the head as the tracker maps it,
     half independent; one in ten with a neutral face."""
     rng = np.random.default_rng([seed, stream])
     out = np.zeros((count, NUM_PARAMETERS), np.float32)
     for n in range(count):
-        face = dense_face(rng) if rng.random() < 0.6 else sample_face(rng)
+        face = _face(rng, sampler) if sampler == "tracked" else _broad_face_joint(rng)
         if rng.random() < 0.1:
             face[:] = 0.0
         rotation = sample_rotation(rng, head=True, body=rng.random() < 0.7)
@@ -214,12 +278,20 @@ def joint_poses(count: int, seed: int, stream: int = 102) -> np.ndarray:
     return np.clip(out, LOWER, UPPER).astype(np.float32)
 
 
-def sample_poses(kind: str, count: int, seed: int) -> np.ndarray:
-    """``count`` poses (count, 45) of one set: face, head, body, joint or heldout."""
+def _broad_face_joint(rng: np.random.Generator) -> np.ndarray:
+    return dense_face(rng) if rng.random() < 0.6 else sample_face(rng)
+
+
+def sample_poses(kind: str, count: int, seed: int, sampler: str = "broad") -> np.ndarray:
+    """``count`` poses (count, 45) of one set: face, head, body, joint or heldout. The
+    sampler shapes the expressions of the face and joint sets; held-out poses are always
+    broad (the tracked evaluation has real tracked poses)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown pose sampler {sampler!r}")
     if kind == "face":
-        return face_poses(count, seed)
+        return face_poses(count, seed, sampler)
     if kind == "joint":
-        return joint_poses(count, seed, stream=102)
+        return joint_poses(count, seed, stream=102, sampler=sampler)
     if kind == "heldout":
         return joint_poses(count, seed, stream=103)
     if kind not in ("head", "body"):
@@ -306,6 +378,13 @@ def part_groups() -> dict[str, list[int]]:
 FACE_REGION = (32, 160, 192, 192)
 
 
+# A THA teacher's box holds the parts' strong changes (more than this, of 255), in the
+# connected pieces that carry at least STRONG_SHARE of them: the faint redrawing of the other
+# eye, the chin line and the rest of the face that every value causes stays out.
+STRONG_CHANGE = 32
+STRONG_SHARE = 0.1
+
+
 def find_parts(
     teacher: Teacher, pad: int = 4, robust: bool = False
 ) -> tuple[tuple[Box, ...], tuple[tuple[int, ...], ...]]:
@@ -314,12 +393,14 @@ def find_parts(
 
     An exact teacher (the rig) changes only what it redraws: the box holds every pixel that
     changes by more than 2/255. THA's networks re-synthesise the whole face a little with
-    every value (``robust``): the box then holds the middle 98 % (per axis) of the squared
-    change above 8/255, so faint far changes do not stretch it over the whole face."""
+    every value (``robust``): the box then holds the strong changes only (see
+    :data:`STRONG_CHANGE`) of the pixels it changes more than the other parts do, and boxes
+    that still overlap are cut apart in the middle of their overlap (a pixel belongs to one
+    part: parts add their changes)."""
     neutral = check_frame(teacher.pose(PoseVector())).astype(np.int16)
     shared = {i for i, n in enumerate(PARAMETER_NAMES) if n.startswith("iris_rotation")}
     rt, rl, rh, rw = FACE_REGION
-    boxes, inputs = [], []
+    changes = {}
     for name, indices in part_groups().items():
         change = np.zeros((SIZE, SIZE), np.int16)
         # The box comes from the part's own values: the shared iris rotation moves both
@@ -331,30 +412,76 @@ def find_parts(
                 v[i] = value
                 frame = check_frame(teacher.pose(PoseVector(v)))
                 change = np.maximum(change, np.abs(frame.astype(np.int16) - neutral).max(axis=-1))
-        region = change[rt : rt + rh, rl : rl + rw].astype(np.float32)
-        weight = np.maximum(region - (8 if robust else 2), 0) ** 2
-        if not weight.any():
+        changes[name] = change[rt : rt + rh, rl : rl + rw]
+    most = np.max(np.stack(list(changes.values())), axis=0)
+    boxes, inputs = [], []
+    for (name, indices), region in zip(part_groups().items(), changes.values(), strict=True):
+        # Robust: a pixel belongs to the part that changes it most (THA's eye values move the
+        # other eye's iris a little too).
+        mask = _strong_pieces(np.where(region >= most, region, 0)) if robust else region > 2
+        if not mask.any():
             raise PuppetError(
                 f"The teacher's {name} face values change nothing in the image.",
                 "Check the teacher and the character image (the face must be where THA"
                 " expects it: `puppet character check IMAGE`).",
             )
-        if robust:
-            (y0, y1), (x0, x1) = _middle(weight.sum(1)), _middle(weight.sum(0))
-        else:
-            ys, xs = np.nonzero(weight)
-            (y0, y1), (x0, x1) = (ys.min(), ys.max()), (xs.min(), xs.max())
+        ys, xs = np.nonzero(mask)
+        (y0, y1), (x0, x1) = (ys.min(), ys.max()), (xs.min(), xs.max())
         top, bottom = max(0, rt + y0 - pad), min(SIZE, rt + y1 + 1 + pad)
         left, right = max(0, rl + x0 - pad), min(SIZE, rl + x1 + 1 + pad)
         boxes.append((int(top), int(left), int(bottom - top), int(right - left)))
         inputs.append(tuple(indices))
+    if robust:
+        boxes = _separate(boxes)
     return tuple(boxes), tuple(inputs)
 
 
-def _middle(weight: np.ndarray, tail: float = 0.01) -> tuple[int, int]:
-    """First and last index of the middle ``1 - 2 tail`` of a 1-D weight's mass."""
-    cumulative = np.cumsum(weight) / weight.sum()
-    return int(np.searchsorted(cumulative, tail)), int(np.searchsorted(cumulative, 1 - tail))
+def _strong_pieces(change: np.ndarray) -> np.ndarray:
+    """The pixels changed by more than :data:`STRONG_CHANGE` in pieces (8-connected) holding
+    at least :data:`STRONG_SHARE` of them; a part that changes nothing that much keeps every
+    change above 8."""
+    import cv2
+
+    strong = change > STRONG_CHANGE
+    if not strong.any():
+        return change > 8
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(strong.astype(np.uint8), 8)
+    areas = stats[1:count, cv2.CC_STAT_AREA]
+    keep = 1 + np.nonzero(areas >= STRONG_SHARE * areas.sum())[0]
+    return np.isin(labels, keep)
+
+
+def _separate(boxes: list[Box]) -> list[Box]:
+    """Boxes that overlap cut apart along the axis where they overlap least, in its middle."""
+    out = [list(b) for b in boxes]
+    for i in range(len(out)):
+        for j in range(i + 1, len(out)):
+            a, b = out[i], out[j]
+            dy = min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])
+            dx = min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1])
+            if dy <= 0 or dx <= 0:
+                continue
+            axis = 0 if dy < dx else 1  # 0: rows (top, height), 1: cols (left, width)
+            first, second = (
+                (a, b) if a[axis] + a[axis + 2] / 2 <= b[axis] + b[axis + 2] / 2 else (b, a)
+            )
+            cut = max(first[axis], second[axis]) + (dy if axis == 0 else dx) // 2
+            first[axis + 2] = cut - first[axis]
+            second[axis + 2] = second[axis] + second[axis + 2] - cut
+            second[axis] = cut
+    return [tuple(int(x) for x in b) for b in out]  # type: ignore[misc]
+
+
+class FaceStages:
+    """A THA3 teacher seen through its face stages only (:meth:`THA3Poser.face_morphed`):
+    what the part boxes are probed on. The editor redraws the whole frame a little with
+    every value; the face stages change only what they move."""
+
+    def __init__(self, teacher: Teacher) -> None:
+        self.teacher = teacher
+
+    def pose(self, pose: PoseVector) -> np.ndarray:
+        return self.teacher.face_morphed(pose)  # type: ignore[attr-defined]
 
 
 def union_box(boxes: tuple[Box, ...] | list[Box]) -> Box:
@@ -425,13 +552,14 @@ def render_sets(
     progress: Progress,
     save_every_s: float = 20.0,
     approximate_faces: bool = False,
+    sampler: str = "broad",
 ) -> FrameSets:
     """Render (or finish rendering) every set into ``folder``; ``rendered`` counts the frames
     done per set and is updated in place, ``save()`` persists it (the run state).
 
     ``teacher`` is called only when a frame is missing (a resumed, finished render needs no
     teacher: THA3 takes a while to load). ``approximate_faces``: the ``face`` crops come from
-    :class:`ApproximateFaces` (a THA3 teacher)."""
+    :class:`ApproximateFaces` (a THA3 teacher); ``sampler`` shapes the expressions."""
     top, left, height, width = face_box
     faces: ApproximateFaces | None = None
     total = sum(sizes.values())
@@ -441,7 +569,7 @@ def render_sets(
     fresh = 0
     for kind, count in sizes.items():
         cache = open_cache(folder, kind, count, set_shape(kind, face_box))
-        poses = sample_poses(kind, count, seed)
+        poses = sample_poses(kind, count, seed, sampler)
         last_save = time.monotonic()
         for n in range(rendered.get(kind, 0), count):
             if kind == "face" and approximate_faces:
