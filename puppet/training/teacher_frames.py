@@ -261,8 +261,8 @@ def face_poses(count: int, seed: int, sampler: str = "broad") -> np.ndarray:
 
 
 def joint_poses(count: int, seed: int, stream: int = 102, sampler: str = "broad") -> np.ndarray:
-    """Expression + head/body: half with the body following the head as the tracker maps it,
-    half independent; one in ten with a neutral face."""
+    """Expression + head/body: half (``tracked``: 85 %) with the body following the head as
+    the tracker maps it, the rest independent; one in ten with a neutral face."""
     rng = np.random.default_rng([seed, stream])
     out = np.zeros((count, NUM_PARAMETERS), np.float32)
     for n in range(count):
@@ -270,7 +270,7 @@ def joint_poses(count: int, seed: int, stream: int = 102, sampler: str = "broad"
         if rng.random() < 0.1:
             face[:] = 0.0
         rotation = sample_rotation(rng, head=True, body=rng.random() < 0.7)
-        if rng.random() < 0.5:
+        if rng.random() < (0.85 if sampler == "tracked" else 0.5):
             rotation[INDEX["body_y"]] = rotation[INDEX["head_y"]]
             rotation[INDEX["body_z"]] = rotation[INDEX["neck_z"]]
             rotation[INDEX["breathing"]] = rng.random()
