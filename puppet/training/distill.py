@@ -263,6 +263,7 @@ class Run:
         self.state: dict = {}
         self._teacher: teacher_frames.Teacher | None = None
         self._frames: teacher_frames.FrameSets | None = None
+        self.faces: teacher_frames.ApproximateFaces | None = None  # made by the probe
         self.started = time.monotonic()
 
     # -- state ---------------------------------------------------------------------------------
@@ -322,20 +323,17 @@ class Run:
             "joint": q.joint_frames,
             "heldout": q.heldout_frames,
         }
-        scale = TRACKED_SET_SCALE if self.sampler == "tracked" else {}
-        if scale:  # a tracked face turns its body with its head: more joint, fewer body frames
-            sizes = {k: n and max(MIN_FRAMES[k], int(n * scale[k])) for k, n in sizes.items()}
+        if self.sampler == "tracked":  # the body turns with the head: more joint frames
+            sizes = {
+                k: n and max(MIN_FRAMES[k], int(n * TRACKED_SET_SCALE[k])) for k, n in sizes.items()
+            }
         seconds_per_frame = self.state.get("teacher_s_per_frame")
         if seconds_per_frame:
             costs = {k: seconds_per_frame for k in sizes}
             costs["face"] = self.state.get("face_s_per_frame", seconds_per_frame)
+            wanted = sum(sizes.values())
             sizes = fit_render_budget(
                 sizes, costs, RENDER_SHARE * 60.0 * self.minutes - self.elapsed()
-            )
-            wanted = sum(
-                int(getattr(q, f"{k}_frames") * scale.get(k, 1.0))
-                for k in sizes
-                if not (refine and k in ("head", "body"))
             )
             if sum(sizes.values()) < wanted:
                 self.progress(
@@ -364,6 +362,7 @@ class Run:
                 self.progress,
                 approximate_faces=self.approximate_faces,
                 sampler=self.sampler,
+                faces=self.faces,
             )
         return self._frames
 
@@ -460,7 +459,10 @@ def _probe(run: Run) -> None:
         parts, inputs = teacher_frames.find_parts(timed, robust=not exact)
     run.state["teacher_s_per_frame"] = timed.seconds / max(timed.frames, 1)
     if run.approximate_faces:
-        faces = teacher_frames.ApproximateFaces(run.teacher(), teacher_frames.union_box(parts))
+        faces = teacher_frames.ApproximateFaces(
+            run.teacher(), teacher_frames.union_box(parts), neutral
+        )
+        run.faces = faces  # the render phase goes on with it (its neutral frame is paid)
         probes = teacher_frames.sample_poses(
             "face", 2 * teacher_frames.EYEBROW_RUN, seed=run.seed + 7, sampler=run.sampler
         )
@@ -512,15 +514,13 @@ def _initialise(run: Run) -> None:
         q.fourier if run.sampler == "broad" else q.fourier_tracked,
         {**warp_config, "base_delta": base_delta},
     )
-    initialisation.set_warps(net, warps)
     if base_delta:
-        initialisation.set_warps(
-            net,
-            {
-                "base.delta": rgba_to_premultiplied_linear(reference)
-                - rgba_to_premultiplied_linear(run.rgba)
-            },
-        )
+        warps = {
+            **warps,
+            "base.delta": rgba_to_premultiplied_linear(reference)
+            - rgba_to_premultiplied_linear(run.rgba),
+        }
+    initialisation.set_warps(net, warps)
     report["parts"] = initialisation.fit_parts(
         net, run.rgba, run.frames(), run.seed, q.pca_frames, q.regress_steps,
         progress=run.progress,

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import cv2
 import numpy as np
 
 from poser_models.student import (
@@ -440,8 +441,6 @@ def _strong_pieces(change: np.ndarray) -> np.ndarray:
     """The pixels changed by more than :data:`STRONG_CHANGE` in pieces (8-connected) holding
     at least :data:`STRONG_SHARE` of them; a part that changes nothing that much keeps every
     change above 8."""
-    import cv2
-
     strong = change > STRONG_CHANGE
     if not strong.any():
         return change > 8
@@ -520,13 +519,15 @@ class ApproximateFaces:
     the head box (the full frame against its own neutral: 20-28 dB), so many more expressions
     fit in a time budget; the student is still scored against full teacher frames."""
 
-    def __init__(self, teacher: Teacher, face_box: Box) -> None:
+    def __init__(self, teacher: Teacher, face_box: Box, neutral: np.ndarray | None = None) -> None:
+        """``neutral``: the teacher's frame at the neutral pose, when the caller has it."""
         top, left, height, width = face_box
         self.teacher = teacher
         self.box = (slice(top, top + height), slice(left, left + width))
-        neutral = PoseVector()
-        self.base = rgba_to_premultiplied_linear(check_frame(teacher.pose(neutral))[self.box])
-        self.base -= self._face(neutral)
+        if neutral is None:
+            neutral = teacher.pose(PoseVector())
+        self.base = rgba_to_premultiplied_linear(check_frame(neutral)[self.box])
+        self.base -= self._face(PoseVector())
 
     def _face(self, pose: PoseVector) -> np.ndarray:
         frame = check_frame(self.teacher.face_morphed(pose))  # type: ignore[attr-defined]
@@ -553,15 +554,16 @@ def render_sets(
     save_every_s: float = 20.0,
     approximate_faces: bool = False,
     sampler: str = "broad",
+    faces: ApproximateFaces | None = None,
 ) -> FrameSets:
     """Render (or finish rendering) every set into ``folder``; ``rendered`` counts the frames
     done per set and is updated in place, ``save()`` persists it (the run state).
 
     ``teacher`` is called only when a frame is missing (a resumed, finished render needs no
     teacher: THA3 takes a while to load). ``approximate_faces``: the ``face`` crops come from
-    :class:`ApproximateFaces` (a THA3 teacher); ``sampler`` shapes the expressions."""
+    :class:`ApproximateFaces` (a THA3 teacher; ``faces``, when the caller made it already);
+    ``sampler`` shapes the expressions."""
     top, left, height, width = face_box
-    faces: ApproximateFaces | None = None
     total = sum(sizes.values())
     done_all = sum(min(rendered.get(k, 0), n) for k, n in sizes.items())
     out: FrameSets = {}
