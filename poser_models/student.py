@@ -231,7 +231,8 @@ def premultiplied_linear_to_rgba(image: np.ndarray) -> np.ndarray:
     colour / alpha is looked up in a 16384-step table (within 0.25 of a byte of the exact
     curve). OpenCV does the passes: its casts to uint16/uint8 round and saturate, which clips
     for free, and it reads and writes the four channels interleaved."""
-    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim != 3 or image.dtype != np.float32 or image.strides[1:] != (16, 4):
+        image = np.ascontiguousarray(image, dtype=np.float32)  # else a view OpenCV can read
     if image.ndim != 3 or image.shape[0] * image.shape[1] < 4:  # OpenCV would see a scalar
         return (
             premultiplied_linear_to_rgba(image.reshape(-1, 1, 4).repeat(4, 1))[:, 0]
@@ -356,6 +357,7 @@ class StudentPoser:
         self._part_basis = [
             t[f"part{i}.basis"].reshape(c.part_rank, -1) for i in range(len(c.parts))
         ]
+        self._part_mixed = [np.empty(b.shape[1], np.float32) for b in self._part_basis]
         self._part_mlp = [
             [
                 (t[f"part{i}.mlp.{j}.weight"].T.copy(), t[f"part{i}.mlp.{j}.bias"])
@@ -446,6 +448,14 @@ class StudentPoser:
         self._source = base_image(rgba, self._base_delta)
         self._layers = self._source[None] * self._masks + self._fill
         self._work = self._layers.copy()
+        # Per layer, the face box of the layer image and its mask over four channels: each
+        # frame writes layer + delta x mask there with two OpenCV passes (no broadcasting).
+        top, left, height, width = self.config.face_box
+        box = (slice(top, top + height), slice(left, left + width))
+        self._face_layers = [np.ascontiguousarray(layer[box]) for layer in self._layers]
+        self._face_masks = [
+            np.ascontiguousarray(np.repeat(mask[box], 4, axis=2)) for mask in self._masks
+        ]
         self._find_regions()
 
     def _find_regions(self) -> None:
@@ -554,14 +564,15 @@ class StudentPoser:
         top, left = c.face_box[:2]
         delta = self._delta
         delta[:] = 0.0
-        for box, inputs, mlp, basis in zip(
-            c.parts, self._part_inputs, self._part_mlp, self._part_basis, strict=True
-        ):
+        for box, inputs, mlp, basis, mixed in zip(
+            c.parts, self._part_inputs, self._part_mlp, self._part_basis, self._part_mixed,
+            strict=True,
+        ):  # fmt: skip
             pt, pl, ph, pw = box
             coefficients = self._mlp(mlp, fourier_features(values[inputs], self._fourier))
-            delta[pt - top : pt - top + ph, pl - left : pl - left + pw] += (
-                coefficients @ basis
-            ).reshape(ph, pw, 4)
+            np.matmul(coefficients, basis, out=mixed)
+            target = delta[pt - top : pt - top + ph, pl - left : pl - left + pw]
+            cv2.add(target, mixed.reshape(ph, pw, 4), dst=target)
         return delta
 
     def pose_premultiplied(self, pose: PoseVector | np.ndarray) -> np.ndarray:
@@ -610,7 +621,11 @@ class StudentPoser:
             # Two-channel (x, y) maps throughout: cv2 reads them interleaved, no channel splits.
             q = cv2.add(self._grid[y0:y1, x0:x1], body_flow)
             work = self._work[layer]
-            work[box] = self._layers[layer][box] + delta * self._masks[layer][box]
+            cv2.add(
+                self._face_layers[layer],
+                cv2.multiply(delta, self._face_masks[layer]),
+                dst=work[box],
+            )
             # The head flow is 0 where q cannot reach the head field: remap only the rows and
             # columns of the region where it can (|q - p| <= the largest body flow).
             move = float(cv2.norm(body_flow, cv2.NORM_INF)) + 1.0

@@ -103,6 +103,12 @@ def test_tracked_sampler_spends_frames_where_a_webcam_drives_the_face() -> None:
     brows = first[smiles, INDEX["eyebrow_happy_left"]]
     assert smiles.sum() > 10 and (corners >= brows).mean() > 0.75
     assert (face[only_mapped, INDEX["mouth_aaa"]] > 0.2).mean() > 0.1  # open mouths
+    # Closed eyes are common (a lid over an iris is the hardest thing a part learns), happy
+    # winks too, and come with the lowered gaze MediaPipe reports for them (a tracked blink).
+    shut = np.maximum(face[:, INDEX["eye_wink_left"]], face[:, INDEX["eye_happy_wink_left"]]) > 0.8
+    assert shut.mean() > 0.25 and (face[:, INDEX["eye_happy_wink_left"]] > 0.6).mean() > 0.12
+    gaze = face[only_mapped & shut, INDEX["iris_rotation_x"]]
+    assert len(gaze) > 30 and np.median(gaze) < -0.5 and (gaze < -0.8).mean() > 0.2, gaze
     runs = face.reshape(-1, 3, 45)[:, :, :12]
     assert (runs == runs[:, :1]).all()
     assert len(np.unique(runs[:, 0], axis=0)) > 150

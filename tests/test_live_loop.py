@@ -16,6 +16,7 @@ import threading
 import time
 
 import av
+import cv2
 import numpy as np
 import pytest
 from facevideo import make_face_video
@@ -24,7 +25,7 @@ from poser_models.registry import register_poser
 from poser_models.rig import RigPoser
 from puppet.app.bench import LatencyProbe, bench_camera_frame
 from puppet.app.handoff import Closed, Handoff
-from puppet.app.live import LiveConfig, run_live
+from puppet.app.live import LOOP_OPENCV_THREADS, LiveConfig, run_live
 from puppet.capture.sources import FrameSource, SyntheticCamera
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.factory import BackgroundFileOutput, PacedOutput
@@ -134,13 +135,19 @@ def test_live_loop_measures_capture_to_output_latency_in_order() -> None:
     output, frames come out in capture order, and the loop reports p50/p95."""
     probe, recorder = LatencyProbe(), _Recorder()
     states: list[str] = []
+    threads: set[int] = set()
+    before = cv2.getNumThreads()
+
+    def seen(image: np.ndarray, info: FrameInfo) -> None:
+        states.append(info.tracking)
+        threads.add(cv2.getNumThreads())
+
     report = run_live(
-        _live(seconds=2.0),
-        source=_camera(30.0),
-        extra_outputs=[probe, recorder],
-        on_frame=lambda image, info: states.append(info.tracking),
+        _live(seconds=2.0), source=_camera(30.0), extra_outputs=[probe, recorder], on_frame=seen
     )
     assert report.frames >= 10 and "tracking" in states
+    # One OpenCV thread while the stages run in parallel, the caller's count again after.
+    assert threads == {LOOP_OPENCV_THREADS} and cv2.getNumThreads() == before
     captured = [c for _, c, _ in recorder.sent]
     assert all(c is not None for c in captured)
     assert captured == sorted(captured) and len(set(captured)) == len(captured)  # in order, once

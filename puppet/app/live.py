@@ -26,7 +26,7 @@ import numpy as np
 from poser_models.registry import Poser, create_poser
 from poser_models.student import StudentPoser
 from puppet.app.handoff import Closed, Handoff
-from puppet.app.threads import single_threaded_blas
+from puppet.app.threads import opencv_threads, single_threaded_blas
 from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
 from puppet.capture.sources import FrameSource, LiveSource, parse_source
 from puppet.device import check_device
@@ -40,6 +40,13 @@ from puppet.pose_track import PoseTrackWriter, SessionRecorder, TrackReader, cou
 from puppet.students import choose_poser, fallback_warning, measure_seconds_per_frame
 
 log = logging.getLogger(__name__)
+
+
+# OpenCV threads inside the live loop. The poser's remaps would otherwise split each frame over
+# both cores while tracking holds one of them: measured with `puppet bench` on 2 cores, one
+# thread took the loop from 42-43 to 46-47 fps, its CPU per frame from 39-43 to 30-33 ms and
+# the 30 fps camera's capture->output p50/p95 from 43-50/46-53 to 31-33/39-40 ms.
+LOOP_OPENCV_THREADS = 1
 
 
 @dataclass
@@ -495,8 +502,10 @@ def run_live(
     player: _TrackPlayer | None = None
     stages: _Stages | None = None
     with ExitStack() as stack:
-        # The stages are parallel already; BLAS threads would fight them for the cores.
+        # The stages are parallel already; BLAS and OpenCV threads would fight them for the
+        # cores.
         stack.enter_context(single_threaded_blas())
+        stack.enter_context(opencv_threads(LOOP_OPENCV_THREADS))
         # Cheap checks first: a bad source or track fails before the poser loads.
         face_to_pose: FaceToPose | None = None
         if source is not None:

@@ -1,4 +1,5 @@
-"""One BLAS thread while the live loop runs: its stages are already parallel.
+"""One BLAS thread (and one OpenCV thread) while the live loop runs: its stages are already
+parallel.
 
 The live loop runs tracking and the poser on their own threads. OpenBLAS (numpy's BLAS) would
 also split each matrix product of the student over every core, with worker threads that spin
@@ -92,3 +93,16 @@ def single_threaded_blas() -> Iterator[None]:
     finally:
         for (_, setter), count in zip(controls, previous, strict=True):
             setter(count)
+
+
+@contextmanager
+def opencv_threads(count: int) -> Iterator[None]:
+    """OpenCV's thread pool limited to ``count`` inside the ``with``, restored after."""
+    import cv2
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(count)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)

@@ -177,6 +177,14 @@ def _score(rng: np.random.Generator, active: float, top: float = 1.0) -> float:
     return float(rng.random() * (top if rng.random() < active else 0.1))
 
 
+# Share of tracked expressions whose gaze drops as the eyes close, as MediaPipe's does.
+BLINK_LOOKS_DOWN = 0.8
+# Share of tracked expressions with the eyes (nearly) shut. A part's lid crossing its iris is
+# the hardest thing it learns (too few closed eyes and a blink is a cross-fade: the iris shows
+# through the lid), and a smile turns a blink into THA's happy wink, a second shape to learn.
+CLOSING_EYES = 0.25
+
+
 def tracked_face(rng: np.random.Generator) -> np.ndarray:
     """An expression as the default mapping makes it from a webcam: random mediapipe
     blendshape scores (the ones the mapping reads, left and right mostly alike) through
@@ -199,10 +207,24 @@ def tracked_face(rng: np.random.Generator) -> np.ndarray:
     pair("browOuterUp", 0.7)
     pair("browDown", 0.3, top=0.6)
     pair("eyeBlink", 0.6, linked=0.85)
+    if rng.random() < CLOSING_EYES:  # closed and closing eyes, with and without a smile
+        closing = float(rng.uniform(0.6, 1.0))
+        scores["eyeBlinkLeft"] = closing
+        scores["eyeBlinkRight"] = closing if rng.random() < 0.85 else float(rng.uniform(0.6, 1.0))
     pair("eyeWide", 0.4, top=0.6)
     pair("cheekSquint", 0.3)
     for direction in ("In", "Out", "Up", "Down"):
         pair(f"eyeLook{direction}", 0.4, linked=0.0)
+    # MediaPipe reports a closing eye as one looking down (d12/d14 tracked: eyes closed past
+    # 0.8 come with iris_rotation_x -0.93 on average), so blinks are drawn with that gaze:
+    # a closed lid over a lowered iris is what a webcam sends, and what must not ghost.
+    for side in ("Left", "Right"):
+        blink = scores[f"eyeBlink{side}"]
+        if rng.random() < BLINK_LOOKS_DOWN:
+            scores[f"eyeLookDown{side}"] = max(
+                scores[f"eyeLookDown{side}"], blink * float(rng.uniform(0.6, 1.0))
+            )
+            scores[f"eyeLookUp{side}"] *= 1.0 - blink
     scores["jawOpen"] = _score(rng, 0.75, 0.6)
     pair("mouthFrown", 0.2)
     scores["mouthFunnel"] = _score(rng, 0.4, 0.8)
