@@ -386,9 +386,10 @@ class Run:
         return self.teacher_spec.startswith("tha3:")
 
     def budget_fraction(self) -> float:
-        """How much of the training time is spent: training ends a minute (or 6 %) before
-        the budget, less what the evaluation's teacher frames will take (THA3: 56 frames,
-        ~30 s, in ``fast``), and gets at least 30 % of the budget when rendering overran it."""
+        """How much of the training time is spent: training ends half a minute (or 4 %)
+        before the budget, less what the evaluation's teacher frames will take (THA3: 56
+        frames, ~30 s, in ``fast``), and gets at least 30 % of the budget when rendering
+        overran it. (A minute left the THA3 runs a minute short of their budget.)"""
         budget = 60.0 * self.minutes
         start = self.state.setdefault("train_start_s", self.elapsed())
         evaluation = self.q.heldout_frames + self.q.tracked_frames * len(self.tracks)
