@@ -231,14 +231,15 @@ def premultiplied_linear_to_rgba(image: np.ndarray) -> np.ndarray:
     colour / alpha is looked up in a 16384-step table (within 0.25 of a byte of the exact
     curve). OpenCV does the passes: its casts to uint16/uint8 round and saturate, which clips
     for free, and it reads and writes the four channels interleaved."""
-    if image.ndim != 3 or image.dtype != np.float32 or image.strides[1:] != (16, 4):
-        image = np.ascontiguousarray(image, dtype=np.float32)  # else a view OpenCV can read
+    image = np.asarray(image, dtype=np.float32)  # a float32 crop stays a view: OpenCV reads it
     if image.ndim != 3 or image.shape[0] * image.shape[1] < 4:  # OpenCV would see a scalar
         return (
             premultiplied_linear_to_rgba(image.reshape(-1, 1, 4).repeat(4, 1))[:, 0]
             .reshape(image.shape)
             .astype(np.uint8)
         )
+    if image.strides[1:] != (16, 4):  # pixels or channels not packed
+        image = np.ascontiguousarray(image)
     alpha = cv2.min(cv2.extractChannel(image, 3), 1.0)
     scale = cv2.divide(float(_LUT_STEPS - 1), cv2.max(alpha, _ALPHA_FLOOR))
     _, scale = cv2.threshold(scale, 0.999 * _SCALE_AT_FLOOR, 0.0, cv2.THRESH_TOZERO_INV)
