@@ -1,7 +1,7 @@
 """Poser-only speed of a puppet student (numpy + OpenCV runtime, no torch) on this machine.
 
-    OPENBLAS_NUM_THREADS=2 .venv/bin/python benchmarks/bench_student.py [--student DIR]
-        [--threads 2] [--seconds 5] [--rounds 2] [--track TRACK.jsonl ...]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/bench_student.py [--student DIR]
+        [--poser-threads 2] [--threads 1] [--seconds 5] [--rounds 2] [--track TRACK.jsonl ...]
 
 Prints frames per second and milliseconds per frame over varied poses (after warm-up): the
 poses of ``--track`` pose tracks (``puppet track`` output: real faces) or 64 random joint
@@ -27,7 +27,10 @@ def main() -> None:
         default=None,
         help="student folder (default: the bundled character's student)",
     )
-    parser.add_argument("--threads", type=int, default=2, help="OpenCV threads")
+    parser.add_argument(
+        "--poser-threads", type=int, default=2, help="the student's threads (row bands at once)"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="OpenCV's own threads")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--track", type=Path, nargs="*", default=[])
@@ -47,6 +50,7 @@ def main() -> None:
     folder = args.student or DEFAULT_STUDENT_DIR
     poser = StudentPoser.from_folder(folder)
     poser.load(poser.character_path)
+    poser.threads = args.poser_threads
     if args.track:
         values = np.concatenate([tracked_poses(t, 64) for t in args.track])
     else:
@@ -54,7 +58,7 @@ def main() -> None:
     poses = [PoseVector(v) for v in values]
     print(f"student {folder} ({poser.manifest.format})")
     print(
-        f"cv2 threads {args.threads}, OPENBLAS_NUM_THREADS="
+        f"student threads {args.poser_threads}, cv2 threads {args.threads}, OPENBLAS_NUM_THREADS="
         f"{os.environ.get('OPENBLAS_NUM_THREADS')}, poses: "
         + (", ".join(str(t) for t in args.track) if args.track else "64 random joint poses")
     )

@@ -30,7 +30,10 @@ Speed: each layer is warped and composited only inside the rectangle its flows c
 at the frame's pose (from the body flow's size, cell by cell, and the head flow's largest
 value), the head flow is resampled only where the head field can be read, and the products of
 four channels by one are done by OpenCV. The frame is the same as with all of the work done
-over the whole frame, bit for bit (tested).
+over the whole frame, bit for bit (tested). With ``threads`` 2 (the default on 2 or more
+cores) the expression is mixed while the warp fields are, and the frame is then warped,
+composited and converted in two row bands at once (the same frame, bit for bit); every
+temporary lives in reused buffers (``Scratch``).
 
 Files: ``student.safetensors`` (maps fp16, MLPs fp32) + ``manifest.json`` (format, config,
 pose schema, character sha256, teacher, seed, metrics). The character sha256 is taken over
@@ -42,6 +45,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -225,28 +231,74 @@ _ALPHA_FLOOR = 0.25 / 255
 _SCALE_AT_FLOOR = (_LUT_STEPS - 1) / _ALPHA_FLOOR
 
 
-def premultiplied_linear_to_rgba(image: np.ndarray) -> np.ndarray:
+def premultiplied_linear_to_rgba(
+    image: np.ndarray, scratch: Scratch | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Premultiplied linear float32 (H, W, 4) -> straight sRGB uint8, clipping to the range.
 
     colour / alpha is looked up in a 16384-step table (within 0.25 of a byte of the exact
     curve). OpenCV does the passes: its casts to uint16/uint8 round and saturate, which clips
-    for free, and it reads and writes the four channels interleaved."""
+    for free, and it reads and writes the four channels interleaved. ``scratch`` holds the
+    temporaries and ``out`` (uint8, the image's shape) gets the result: the poser's frames
+    allocate nothing."""
     image = np.asarray(image, dtype=np.float32)  # a float32 crop stays a view: OpenCV reads it
     if image.ndim != 3 or image.shape[0] * image.shape[1] < 4:  # OpenCV would see a scalar
-        return (
-            premultiplied_linear_to_rgba(image.reshape(-1, 1, 4).repeat(4, 1))[:, 0]
-            .reshape(image.shape)
-            .astype(np.uint8)
-        )
+        small = premultiplied_linear_to_rgba(image.reshape(-1, 1, 4).repeat(4, 1))[:, 0]
+        return _into(small.reshape(image.shape).astype(np.uint8), out)
     if image.strides[1:] != (16, 4):  # pixels or channels not packed
         image = np.ascontiguousarray(image)
-    alpha = cv2.min(cv2.extractChannel(image, 3), 1.0)
-    scale = cv2.divide(float(_LUT_STEPS - 1), cv2.max(alpha, _ALPHA_FLOOR))
-    _, scale = cv2.threshold(scale, 0.999 * _SCALE_AT_FLOOR, 0.0, cv2.THRESH_TOZERO_INV)
-    scale4 = cv2.merge([scale, scale, scale, np.zeros_like(scale)])
-    out = np.take(_LINEAR_TO_SRGB_U16, cv2.multiply(image, scale4, dtype=cv2.CV_16U))
-    cv2.insertChannel(cv2.multiply(alpha, 255.0, dtype=cv2.CV_8U), out, 3)
+    scratch = scratch or Scratch()
+    height, width = image.shape[:2]
+    alpha = cv2.extractChannel(image, 3, dst=scratch.array("alpha", (height, width)))
+    cv2.min(alpha, 1.0, dst=alpha)
+    scale = cv2.max(alpha, _ALPHA_FLOOR, dst=scratch.array("scale", (height, width)))
+    cv2.divide(float(_LUT_STEPS - 1), scale, dst=scale)
+    cv2.threshold(scale, 0.999 * _SCALE_AT_FLOOR, 0.0, cv2.THRESH_TOZERO_INV, dst=scale)
+    zero = scratch.array("zero", (height, width))
+    zero[:] = 0.0
+    scale4 = cv2.merge([scale, scale, scale, zero], dst=scratch.array("scale4", (height, width, 4)))
+    index = cv2.multiply(
+        image, scale4, dtype=cv2.CV_16U, dst=scratch.array("index", (height, width, 4), np.uint16)
+    )
+    rgba = scratch.array("rgba", (height, width, 4), np.uint8)
+    # np.take converts its indices to intp: into a buffer of ours, not a new array each frame.
+    wide = scratch.array("index_intp", (height, width, 4), np.intp)
+    np.copyto(wide, index)
+    np.take(_LINEAR_TO_SRGB_U16, wide, out=rgba, mode="clip")  # indices are all in range
+    byte = cv2.multiply(
+        alpha, 255.0, dtype=cv2.CV_8U, dst=scratch.array("byte", (height, width), np.uint8)
+    )
+    cv2.insertChannel(byte, rgba, 3)
+    if out is None:
+        return rgba.copy()
+    out[...] = rgba
     return out
+
+
+def _into(result: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+class Scratch:
+    """Reusable buffers for a frame's temporaries, by name: each frame takes contiguous views
+    of the sizes it needs instead of allocating. Per thread (not shared between bands).
+
+    Allocating them afresh each frame made glibc give the memory back to the system and fault
+    it in again in the poser's thread (3,700 page faults a frame, twice the poser's time
+    inside the live loop, measured)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        size = math.prod(shape)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.dtype != dtype or buffer.size < size:
+            buffer = self._buffers[name] = np.empty(size, dtype)
+        return buffer[:size].reshape(shape)
 
 
 def image_sha256(rgba: np.ndarray) -> str:
@@ -406,6 +458,13 @@ class StudentPoser:
         self._source: np.ndarray | None = None
         self._layers: np.ndarray | None = None  # (L, H, W, 4) pose-independent layer images
         self._work: np.ndarray | None = None
+        # Two bands at once use both cores of a 2-core machine; the live loop sets 1, its
+        # tracking thread has the other core.
+        self._threads = min(2, os.cpu_count() or 1)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_size = 0
+        self._scratch: list[Scratch] = []  # one per band
+        self._mixed: dict[int, np.ndarray] = {}  # per basis: its mixed maps (no allocation)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -553,9 +612,11 @@ class StudentPoser:
 
     def _mix(self, coefficients: np.ndarray, basis: np.ndarray, box: Box, out: np.ndarray) -> None:
         top, left, height, width = box
-        out[top : top + height, left : left + width] = (coefficients @ basis).reshape(
-            height, width, out.shape[2]
-        )
+        mixed = self._mixed.get(id(basis))
+        if mixed is None:
+            mixed = self._mixed[id(basis)] = np.empty(basis.shape[1], np.float32)
+        np.matmul(coefficients.astype(np.float32, copy=False), basis, out=mixed)
+        out[top : top + height, left : left + width] = mixed.reshape(height, width, out.shape[2])
 
     def face_delta(self, values: np.ndarray) -> np.ndarray:
         """What the expression adds to the face box (h, w, 4), premultiplied linear.
@@ -583,8 +644,15 @@ class StudentPoser:
         """
         return self._pose(pose)[0]
 
-    def _pose(self, pose: PoseVector | np.ndarray) -> tuple[np.ndarray, Region]:
-        """(frame, the rectangle outside which it is 0)."""
+    def _pose(
+        self, pose: PoseVector | np.ndarray, frame: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Region]:
+        """(the premultiplied frame, the rectangle outside which it is 0); with ``frame``
+        (uint8 RGBA) that rectangle is also converted into it.
+
+        The pose's fields are computed first; then the frame is made in horizontal bands,
+        ``threads`` at once (every step after the fields is per pixel, so the bands give the
+        frame the whole-frame pass gives, bit for bit)."""
         if self._layers is None or self._work is None:
             raise PuppetError("The student has no character loaded.", "Call load() first.")
         c = self.config
@@ -592,41 +660,109 @@ class StudentPoser:
         if values.shape != (NUM_PARAMETERS,):
             raise ValueError(f"pose must have shape ({NUM_PARAMETERS},), got {values.shape}")
         x = np.clip(values, LOWER, UPPER)
-        top, left, height, width = c.face_box
+        # The expression (face parts into each layer's image) and the warp fields are
+        # independent: with two threads they are computed at the same time.
+        pool = self._band_pool() if self.threads > 1 else None
+        expression = pool.submit(self._apply_expression, x) if pool is not None else None
+        if expression is None:
+            self._apply_expression(x)
+        try:
+            head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
+            body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
+            head_reach = []
+            for layer in range(c.layers):
+                self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
+                self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
+                field = self._head_fields[layer]
+                head_reach.append(float(cv2.norm(field[..., 0], cv2.NORM_INF))
+                                  + float(cv2.norm(field[..., 1], cv2.NORM_INF)))  # fmt: skip
+            self._mix(
+                self._mlp(self._residual_mlp, x),
+                self._residual_basis,
+                c.residual_box,
+                self._residual_field,
+            )
+            regions = self._frame_regions(head_reach)
+            union = _union([r for r in regions if r is not None] + [self._residual_region])
+            # What this frame writes or must clear: its own rectangle and the last frame's.
+            cleared = (
+                union if self._cleared[0] >= self._cleared[1] else _union([self._cleared, union])
+            )
+            self._cleared = union
+            bands = _bands(regions + [self._residual_region, union], cleared, self.threads)
+        finally:  # never leave the expression job writing into the next frame's images
+            if expression is not None:
+                expression.result()
+        while len(self._scratch) < len(bands):
+            self._scratch.append(Scratch())
+        if len(bands) == 1 or pool is None:
+            for rows in bands:
+                self._band(regions, cleared, union, rows, frame, self._scratch[0])
+        else:
+            pending = [
+                pool.submit(self._band, regions, cleared, union, rows, frame, scratch)
+                for rows, scratch in zip(bands[1:], self._scratch[1:], strict=False)
+            ]
+            try:
+                self._band(regions, cleared, union, bands[0], frame, self._scratch[0])
+            finally:
+                wait(pending)  # no band of this frame may still run during the next
+            for job in pending:
+                job.result()
+        return self._out, union
+
+    def _apply_expression(self, x: np.ndarray) -> None:
+        """Each layer's image at this expression: its face box is the layer plus the face
+        parts' delta under the layer's mask."""
+        top, left, height, width = self.config.face_box
         box = (slice(top, top + height), slice(left, left + width))
         delta = self.face_delta(x)
-        head = np.prod(x[list(HEAD_INDICES)] ** self._head_exponents, axis=1)
-        body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
-        head_reach = []
-        for layer in range(c.layers):
-            self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
-            self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
-            field = self._head_fields[layer]
-            head_reach.append(float(cv2.norm(field[..., 0], cv2.NORM_INF))
-                              + float(cv2.norm(field[..., 1], cv2.NORM_INF)))  # fmt: skip
-        regions = self._frame_regions(head_reach)
-        union = _union([r for r in regions if r is not None] + [self._residual_region])
+        assert self._work is not None
+        for layer, work in enumerate(self._work):
+            cv2.add(
+                self._face_layers[layer],
+                cv2.multiply(delta, self._face_masks[layer]),
+                dst=work[box],
+            )
+
+    def _band_pool(self) -> ThreadPoolExecutor:
+        if self._pool is None or self._pool_size != self.threads - 1:
+            self._close_pool()
+            self._pool = ThreadPoolExecutor(self.threads - 1, "puppet-student")
+            self._pool_size = self.threads - 1
+        return self._pool
+
+    def _band(
+        self,
+        regions: list[Region | None],
+        cleared: Region,
+        union: Region,
+        rows: tuple[int, int],
+        frame: np.ndarray | None,
+        scratch: Scratch,
+    ) -> None:
+        """Rows ``rows`` of the frame: each layer warped and composited back to front, the
+        residual added, and (with ``frame``) the colour conversion of the frame's rectangle.
+        Temporaries live in ``scratch`` (one per band)."""
+        c = self.config
         size = c.image_size
         scale = c.field_size / size
+        b0, b1 = rows
         out = self._out
-        c0, c1, c2, c3 = self._cleared
-        out[c0:c1, c2:c3] = 0.0
-        self._cleared = union
+        out[b0:b1, cleared[2] : cleared[3]] = 0.0
         h0, h1, h2, h3 = self._head_reach
         first = True
         for layer, region in enumerate(regions):
             if region is None:
                 continue
             y0, y1, x0, x1 = region
-            body_flow = _upsampled(self._body_fields[layer], size, region)
+            y0, y1 = max(y0, b0), min(y1, b1)
+            if y0 >= y1:
+                continue
+            shape = (y1 - y0, x1 - x0)
+            body_flow = _upsampled(self._body_fields[layer], size, (y0, y1, x0, x1), scratch)
             # Two-channel (x, y) maps throughout: cv2 reads them interleaved, no channel splits.
-            q = cv2.add(self._grid[y0:y1, x0:x1], body_flow)
-            work = self._work[layer]
-            cv2.add(
-                self._face_layers[layer],
-                cv2.multiply(delta, self._face_masks[layer]),
-                dst=work[box],
-            )
+            q = cv2.add(self._grid[y0:y1, x0:x1], body_flow, dst=scratch.array("q", (*shape, 2)))
             # The head flow is 0 where q cannot reach the head field: remap only the rows and
             # columns of the region where it can (|q - p| <= the largest body flow).
             move = float(cv2.norm(body_flow, cv2.NORM_INF)) + 1.0
@@ -636,47 +772,106 @@ class StudentPoser:
             s1 = min(x1, int(np.ceil(h3 + move)) + 1) if np.isfinite(h3) else x1
             if r0 < r1 and s0 < s1:
                 near = q[r0 - y0 : r1 - y0, s0 - x0 : s1 - x0]
-                field_map = cv2.addWeighted(near, scale, near, 0.0, 0.5 * scale - 0.5)
+                near_shape = (r1 - r0, s1 - s0, 2)
+                field_map = cv2.addWeighted(
+                    near, scale, near, 0.0, 0.5 * scale - 0.5,
+                    dst=scratch.array("field_map", near_shape),
+                )  # fmt: skip
                 head_flow = cv2.remap(
                     self._head_fields[layer],
                     field_map,
                     None,
                     cv2.INTER_LINEAR,
+                    dst=scratch.array("head_flow", near_shape),
                     borderMode=cv2.BORDER_REPLICATE,
                 )
                 cv2.add(near, head_flow, dst=near)
-            image = cv2.remap(work, q, None, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            image = cv2.remap(
+                self._work[layer],
+                q,
+                None,
+                cv2.INTER_LINEAR,
+                dst=scratch.array("image", (*shape, 4)),
+                borderMode=cv2.BORDER_REPLICATE,
+            )
             # Back to front, "over" in premultiplied alpha, in OpenCV: its per-pixel products
             # of four channels by one are ~6x faster than numpy's broadcasting.
             target = out[y0:y1, x0:x1]
             if not first:
-                behind = cv2.subtract(1.0, cv2.extractChannel(image, 3))
-                cv2.multiply(target, cv2.merge([behind, behind, behind, behind]), dst=target)
+                behind = cv2.extractChannel(image, 3, dst=scratch.array("behind", shape))
+                cv2.subtract(1.0, behind, dst=behind)
+                behind4 = cv2.merge(
+                    [behind, behind, behind, behind], dst=scratch.array("behind4", (*shape, 4))
+                )
+                cv2.multiply(target, behind4, dst=target)
             cv2.add(target, image, dst=target)  # the first layer: the frame is cleared to 0
             first = False
-        self._mix(
-            self._mlp(self._residual_mlp, x),
-            self._residual_basis,
-            c.residual_box,
-            self._residual_field,
-        )
         r0, r1, r2, r3 = self._residual_region
-        target = out[r0:r1, r2:r3]
-        cv2.add(target, _upsampled(self._residual_field, size, self._residual_region), dst=target)
-        return out, union
+        r0, r1 = max(r0, b0), min(r1, b1)
+        if r0 < r1:
+            target = out[r0:r1, r2:r3]
+            residual = _upsampled(self._residual_field, size, (r0, r1, r2, r3), scratch)
+            cv2.add(target, residual, dst=target)
+        u0, u1 = max(union[0], b0), min(union[1], b1)
+        if frame is not None and u0 < u1:
+            premultiplied_linear_to_rgba(
+                out[u0:u1, union[2] : union[3]], scratch, frame[u0:u1, union[2] : union[3]]
+            )
+
+    @property
+    def threads(self) -> int:
+        """How many bands of each frame are worked on at once (threads of this process)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"threads must be at least 1, got {count}")
+        self._threads = int(count)
+
+    def _close_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def close(self) -> None:
+        """Stop the band threads (a later frame starts them again)."""
+        self._close_pool()
 
     def pose(self, pose: PoseVector | np.ndarray) -> np.ndarray:
         """RGBA uint8 (512, 512, 4), straight alpha, sRGB."""
-        premultiplied, (u0, u1, u2, u3) = self._pose(pose)
-        frame = np.zeros(premultiplied.shape, np.uint8)
-        frame[u0:u1, u2:u3] = premultiplied_linear_to_rgba(premultiplied[u0:u1, u2:u3])
+        size = self.config.image_size
+        frame = np.zeros((size, size, 4), np.uint8)  # new: an output may hold the last one
+        self._pose(pose, frame)
         return frame
 
 
-def _upsampled(field: np.ndarray, size: int, region: Region) -> np.ndarray:
+def _bands(weights: list[Region | None], rows: Region, count: int) -> list[tuple[int, int]]:
+    """``rows``' rows cut into at most ``count`` bands of about equal work, the work of a row
+    being the width of the rectangles of ``weights`` that cross it."""
+    start, stop = rows[0], rows[1]
+    if count <= 1 or stop - start < 2 * count:
+        return [(start, stop)]
+    work = np.ones(stop - start)  # clearing a row costs a little too
+    for region in weights:
+        if region is not None:
+            work[max(region[0], start) - start : max(min(region[1], stop) - start, 0)] += (
+                region[3] - region[2]
+            )
+    total = np.cumsum(work)
+    cuts = np.searchsorted(total, total[-1] * np.arange(1, count) / count) + start
+    edges = [start, *sorted(set(int(c) for c in cuts if start < c < stop)), stop]
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def _upsampled(
+    field: np.ndarray, size: int, region: Region, scratch: Scratch | None = None
+) -> np.ndarray:
     """``cv2.resize(field, (size, size), INTER_LINEAR)[region]``, resizing only the field
     cells under the region and one more on each side: each output pixel reads the same two
-    cells with the same weights, and the crop's own edges fall in the margin cut off."""
+    cells with the same weights, and the crop's own edges fall in the margin cut off.
+    With ``scratch`` the resized cells go into its ``upsampled`` buffer (a view of it is
+    returned, valid until the next call)."""
     factor = size // field.shape[0]
     if factor * field.shape[0] != size or field.shape[0] != field.shape[1]:
         y0, y1, x0, x1 = region
@@ -686,7 +881,9 @@ def _upsampled(field: np.ndarray, size: int, region: Region) -> np.ndarray:
     a0, a1 = max(0, y0 // factor - 1), min(n, -(-y1 // factor) + 1)
     b0, b1 = max(0, x0 // factor - 1), min(n, -(-x1 // factor) + 1)
     crop = field[a0:a1, b0:b1]
-    big = cv2.resize(crop, ((b1 - b0) * factor, (a1 - a0) * factor), interpolation=cv2.INTER_LINEAR)
+    shape = ((a1 - a0) * factor, (b1 - b0) * factor, field.shape[2])
+    dst = None if scratch is None else scratch.array("upsampled", shape)
+    big = cv2.resize(crop, shape[1::-1], dst=dst, interpolation=cv2.INTER_LINEAR)
     return big[y0 - a0 * factor : y1 - a0 * factor, x0 - b0 * factor : x1 - b0 * factor]
 
 

@@ -23,13 +23,15 @@ from facevideo import make_face_video
 
 from poser_models.registry import register_poser
 from poser_models.rig import RigPoser
+from poser_models.student import StudentPoser
 from puppet.app.bench import LatencyProbe, bench_camera_frame
 from puppet.app.handoff import Closed, Handoff
-from puppet.app.live import LOOP_OPENCV_THREADS, LiveConfig, run_live
-from puppet.capture.sources import FrameSource, SyntheticCamera
+from puppet.app.live import LOOP_OPENCV_THREADS, LOOP_POSER_THREADS, LiveConfig, run_live
+from puppet.capture.sources import FrameSource, FreshFramePicker, SyntheticCamera
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.factory import BackgroundFileOutput, PacedOutput
 from puppet.outputs.files import VideoFileOutput
+from puppet.paths import DEFAULT_STUDENT_DIR
 from puppet.pose_track import read_track
 
 POSER = "rig:hana"
@@ -162,6 +164,24 @@ def test_live_loop_measures_capture_to_output_latency_in_order() -> None:
     assert "latency p50" in report.summary()
 
 
+def test_live_loop_runs_the_student_on_its_loop_threads_and_restores_them() -> None:
+    """The bundled student inside the loop works its frames on ``LOOP_POSER_THREADS`` threads
+    (row bands; the second core is free while tracking waits for the camera), and has its own
+    count again after the run."""
+    poser = StudentPoser.from_folder(DEFAULT_STUDENT_DIR)
+    poser.load(poser.character_path)
+    poser.threads = 1
+    seen: set[int] = set()
+    report = run_live(
+        LiveConfig(poser="default", outputs=[], seconds=1.5),
+        source=_camera(30.0),
+        poser=poser,
+        on_frame=lambda image, info: seen.add(poser.threads),
+    )
+    assert report.frames >= 5
+    assert seen == {LOOP_POSER_THREADS} and poser.threads == 1
+
+
 def test_poser_slower_than_the_camera_drops_stale_frames_and_keeps_the_window_alive() -> None:
     """A 0.2 s poser behind a 30 fps camera: stale camera frames are dropped (never queued), so
     the latency stays about one poser frame instead of growing, and a window output is polled
@@ -266,6 +286,57 @@ def test_paced_output_follows_a_source_at_its_rate_without_waiting() -> None:
     _feed(paced, 20.0, 1.5)
     paced.close()
     assert np.percentile(list(paced.latencies), 50) < 10  # ms; the period is 50 ms
+
+
+def test_paced_output_follows_a_source_a_little_faster_than_its_rate_without_holding() -> None:
+    """A 20.3 fps source into a 20 fps output (two clocks never agree exactly): its frames
+    drift earlier against the schedule. They still go out as they come (a source no faster
+    than fps, within 2 %, re-anchors the schedule on early frames too); held for their ticks,
+    they waited up to 19 ms each (measured), and a 30 fps camera into a 30 fps virtual camera
+    waited up to a third of a period."""
+    recorder = _Recorder()
+    paced = PacedOutput(recorder, 20.0)
+    frame = np.zeros((8, 8, 4), np.uint8)
+    start = time.perf_counter()
+    for index in range(44):
+        delay = start + index / 20.3 - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        paced.send(frame, FrameInfo(index=index, captured_at=time.perf_counter()))
+    time.sleep(0.06)
+    paced.close()
+    waits = [sent - captured for index, captured, sent in recorder.sent if index >= 24]
+    assert len(waits) >= 15
+    assert np.median(waits) * 1000 < 3  # ms; the period is 50 ms
+
+
+def test_fresh_frame_picker_waits_for_the_next_frame_only_when_it_is_nearer() -> None:
+    """A 20 fps synthetic camera (frames stamped with their capture time): a frame picked
+    up older than half an interval is passed over for the next one, which is then at most
+    a few ms old; a fresh one is kept; a file's frames are never passed over."""
+    camera = _camera(20.0)
+    camera.start()
+    picker = FreshFramePicker()
+    try:
+        for _ in range(4):  # learn the interval from the frames' capture times
+            frame = camera.read(timeout=1.0)
+            assert frame is not None
+            assert picker.pick(camera, frame) is frame  # read as it came: fresh
+        assert picker.interval == pytest.approx(0.05, abs=0.01)
+        assert picker.skipped == 0
+        old = camera.read(timeout=1.0)
+        assert old is not None
+        time.sleep(0.035)  # 35 ms old; the next frame is due in 15
+        newer = picker.pick(camera, old)
+        assert newer.index == old.index + 1 and picker.skipped == 1
+        assert time.perf_counter() - newer.captured_at < 0.02
+        camera.is_file = True  # a file plays at its own rate: nothing is passed over
+        old = camera.read(timeout=1.0)
+        assert old is not None
+        time.sleep(0.035)
+        assert picker.pick(camera, old) is old
+    finally:
+        camera.close()
 
 
 # --- files ---------------------------------------------------------------------------------------

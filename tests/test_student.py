@@ -179,6 +179,61 @@ def test_work_only_where_a_layer_can_appear_changes_no_pixel(
     assert max(trimmed_area) < 0.95  # the regions are not the whole frame (else no test)
 
 
+def test_frame_bands_on_threads_give_the_same_frame_bit_for_bit() -> None:
+    """With ``threads`` 2 or 3 the expression is mixed beside the warp fields and the frame
+    is made in row bands on threads; it is the one-thread frame, bit for bit, at extreme and
+    random poses, and the pool goes away on close."""
+    rng = np.random.default_rng(11)
+    poses = [LOWER, UPPER, np.zeros_like(LOWER)] + list(rng.uniform(LOWER, UPPER, (12, 45)))
+    posers = {}
+    for threads in (1, 2, 3):
+        poser = StudentPoser.from_folder(DEFAULT_STUDENT_DIR)
+        poser.load(DEFAULT_CHARACTER_IMAGE)
+        poser.threads = threads
+        posers[threads] = poser
+    for values in poses:
+        values = np.asarray(values, np.float32)
+        expected = posers[1].pose(values)
+        expected_premultiplied = posers[1].pose_premultiplied(values).copy()
+        for threads in (2, 3):
+            assert np.array_equal(posers[threads].pose(values), expected)
+            premultiplied = posers[threads].pose_premultiplied(values)
+            assert np.array_equal(premultiplied, expected_premultiplied)
+    assert posers[3]._pool is not None
+    posers[3].close()
+    assert posers[3]._pool is None
+    assert np.array_equal(posers[3].pose(poses[3]), posers[1].pose(poses[3]))  # starts again
+    with pytest.raises(ValueError, match="at least 1"):
+        posers[1].threads = 0
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_frame_allocates_little_more_than_itself(threads: int) -> None:
+    """Every temporary of a frame lives in reused buffers: allocated afresh each frame (up to
+    13 MB of them), glibc gave them back to the system and faulted them in again inside the
+    live loop's poser thread, which doubled the poser's time there (measured)."""
+    import tracemalloc
+
+    poser = StudentPoser.from_folder(DEFAULT_STUDENT_DIR)
+    poser.load(DEFAULT_CHARACTER_IMAGE)
+    poser.threads = threads
+    poses = sample_poses("joint", 6, seed=3)
+    for values in poses:
+        poser.pose(values)  # the buffers grow to this pose set's sizes
+    tracemalloc.start()
+    try:
+        peaks = []
+        for values in poses:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            frame = poser.pose(values)
+            peaks.append(tracemalloc.get_traced_memory()[1] - before)
+            del frame
+    finally:
+        tracemalloc.stop()
+    assert max(peaks) < 2_000_000  # the frame itself is 1 MB
+
+
 def test_default_student_poses_512_rgba(default_student: StudentPoser) -> None:
     assert default_student.device == "cpu" and default_student.dtype == "float32"
     pose = PoseVector.from_dict({"head_y": 0.5, "mouth_aaa": 1.0, "eye_wink_left": 1.0})

@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from poser_models.student import StudentPoser
 from puppet.app.handoff import Closed, Handoff
 from puppet.app.threads import opencv_threads, single_threaded_blas
 from puppet.app.timing import LatencyMeter, RateMeter, StageStats, StageTimer
-from puppet.capture.sources import FrameSource, LiveSource, parse_source
+from puppet.capture.sources import FrameSource, FreshFramePicker, LiveSource, parse_source
 from puppet.device import check_device
 from puppet.errors import PuppetError
 from puppet.interrupts import DeferredInterrupt, stop_on_sigint
@@ -47,6 +47,12 @@ log = logging.getLogger(__name__)
 # thread took the loop from 42-43 to 46-47 fps, its CPU per frame from 39-43 to 30-33 ms and
 # the 30 fps camera's capture->output p50/p95 from 43-50/46-53 to 31-33/39-40 ms.
 LOOP_OPENCV_THREADS = 1
+# Threads of a student poser inside the loop (``StudentPoser.threads``: its frame in two row
+# bands at once). Measured with `puppet bench` on 2 cores, 3 runs each, against one thread:
+# 30 fps camera into the 30 fps paced output p50/p95 28-30/33-37 ms (one thread: 36-43/45-60),
+# the loop from a 60 fps camera about the same (38-43 fps, p95 59-67 ms): while tracking waits
+# for the camera, the poser has the second core.
+LOOP_POSER_THREADS = 2
 
 
 @dataclass
@@ -312,6 +318,7 @@ class _Stages:
         self._joined = False
         self._poser_ms = 0.0
         self._tracking_ms = 0.0
+        self.fresh = FreshFramePicker()
         self._threads = [
             threading.Thread(target=self._guard, args=(self._produce,), name="puppet-tracking"),
             threading.Thread(target=self._guard, args=(self._pose,), name="puppet-poser"),
@@ -321,7 +328,7 @@ class _Stages:
     def stale_dropped(self) -> int:
         """Camera frames, poses and images replaced by newer ones (never queued)."""
         source = getattr(self.source, "dropped", 0)
-        return source + self.poses.dropped + self.frames.dropped
+        return source + self.fresh.skipped + self.poses.dropped + self.frames.dropped
 
     def begin(self) -> None:
         for thread in self._threads:
@@ -423,6 +430,7 @@ class _Stages:
                     pose = face_to_pose.mapper.update(None, now - self.start)
                 item = _Posed(now - self.start, pose, now, face_to_pose.state)
             else:
+                captured = self.fresh.pick(source, captured)
                 last_frame = now
                 t = max(captured.captured_at - self.start, 0.0)
                 pose = face_to_pose(captured.image, t)
@@ -465,6 +473,16 @@ class _Stages:
                     self.last_image = image
             item.posed_at = time.perf_counter()
             self._put(self.frames, (image, item))
+
+
+@contextmanager
+def _poser_threads(poser: StudentPoser, count: int) -> Iterator[None]:
+    previous = poser.threads
+    poser.threads = count
+    try:
+        yield
+    finally:
+        poser.threads = previous
 
 
 def _poll_interactive(outputs: OutputSet) -> None:
@@ -518,6 +536,8 @@ def run_live(
             stack.callback(source.close)
         if poser is None:
             poser = load_poser(config.poser, config.character, config.device)
+        if isinstance(poser, StudentPoser):
+            stack.enter_context(_poser_threads(poser, LOOP_POSER_THREADS))
         first_image = poser.pose(PoseVector())  # also what is shown if a pose ever fails
         height, width = first_image.shape[:2]
         if source is not None:

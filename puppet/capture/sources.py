@@ -97,6 +97,46 @@ def open_video_capture(source: int | Path) -> cv2.VideoCapture:
     return capture
 
 
+class FreshFramePicker:
+    """Which camera frame to track: the newest one, or the next when that is due sooner than
+    the newest is old.
+
+    A loop slower than its camera (2 cores, a 60 fps camera) picks up a frame anywhere from 0
+    to one frame interval old. When the newest frame is older than ``share`` of the interval,
+    waiting for the next one lowers capture->output latency by the frame's age for a smaller
+    delay, so a tracked frame is at most half an interval old. The interval is measured from
+    the frames' capture times; files (frames due at their own rate) are left as they are."""
+
+    def __init__(self, share: float = 0.5) -> None:
+        self.share = share
+        self.interval = 0.0  # the camera's measured frame interval (s), 0 until known
+        self.skipped = 0  # frames passed over for the next, fresher one
+        self._last: tuple[int, float] | None = None  # (index, captured_at)
+
+    def _note(self, captured: CapturedFrame) -> None:
+        last, self._last = self._last, (captured.index, captured.captured_at)
+        if last is not None and captured.index > last[0]:
+            interval = (captured.captured_at - last[1]) / (captured.index - last[0])
+            if 0.0 < interval < 1.0:
+                self.interval += (0.2 if self.interval else 1.0) * (interval - self.interval)
+
+    def pick(self, source: LiveSource, captured: CapturedFrame) -> CapturedFrame:
+        """``captured`` (just read from ``source``), or the source's next frame."""
+        self._note(captured)
+        if not self.interval or source.is_file:
+            return captured
+        now = time.perf_counter()
+        due = captured.captured_at + self.interval - now
+        if now - captured.captured_at <= self.share * self.interval or due <= 0:
+            return captured  # fresh enough, or the next frame is late (a stalling camera)
+        newer = source.read(timeout=due + 0.1 * self.interval)
+        if newer is None:
+            return captured
+        self.skipped += 1
+        self._note(newer)
+        return newer
+
+
 class _NewestFrameSlot:
     """The newest-frame handoff both live sources share: a producer thread publishes into
     ``_latest`` under ``_lock``; :meth:`read` returns each frame at most once, newest first."""

@@ -157,9 +157,10 @@ class PacedOutput:
     virtual camera expects a steady stream); otherwise the tick is only counted as repeated.
 
     A new frame within a quarter period of its tick goes out at once, a tick waits up to half a
-    period for a late frame, and the schedule re-anchors on a late frame, so a camera at the
-    output's rate is followed frame for frame with no added wait (the output phase-locks to
-    the source) while a faster loop is thinned to fps. ``latencies`` holds the capture->sent
+    period for a late frame, and the schedule re-anchors on a late frame; while frames come no
+    faster than fps it re-anchors on early ones too. So a camera at the output's rate is
+    followed frame for frame with no added wait (the output phase-locks to the source) while a
+    faster loop is thinned to fps. ``latencies`` holds the capture->sent
     latency (ms) of every new frame that had a capture time.
     """
 
@@ -178,6 +179,8 @@ class PacedOutput:
         self._error: BaseException | None = None
         self._stop = False
         self._rate = _Rate()
+        self._arrived: float | None = None  # when the last frame was handed over
+        self._arrival_interval = 0.0  # smoothed time between handed-over frames (s)
         self._thread = threading.Thread(target=self._run, name=f"puppet-paced-{self.name}",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -197,6 +200,11 @@ class PacedOutput:
             if self._pending is not None:
                 self.stats_.dropped += 1
             self._pending = (frame, info)
+            now = time.perf_counter()
+            if self._arrived is not None and now - self._arrived < 1.0:
+                gap = now - self._arrived
+                self._arrival_interval += 0.2 * (gap - self._arrival_interval)
+            self._arrived = now
             self._cond.notify_all()
 
     def _wait(self, until: float, *, for_frame: bool) -> None:
@@ -221,8 +229,14 @@ class PacedOutput:
                     return
                 if self._pending is not None and next_due is not None:
                     # Too early (or too soon after the last one): hold it, a newer frame
-                    # meanwhile replaces it. The average rate never exceeds fps.
-                    hold = max(next_due - early, last_sent + period / 2)
+                    # meanwhile replaces it. The average rate never exceeds fps. A source
+                    # no faster than fps (a 30 fps camera into a 30 fps virtual camera) is
+                    # followed at once instead: the schedule re-anchors on its early frames
+                    # too, else the phase between the two clocks would add up to half a
+                    # period of waiting to every frame.
+                    slow_source = self._arrival_interval >= 0.98 * period
+                    hold = last_sent + period / 2 if slow_source else next_due - early
+                    hold = max(hold, last_sent + period / 2)
                     self._wait(hold, for_frame=False)
                     if self._stop:
                         return
@@ -240,7 +254,7 @@ class PacedOutput:
             else:
                 # On schedule: keep it; late (a source slower than fps, or a stall): re-anchor
                 # on this frame, so a source at the output's rate is followed without waiting.
-                late = next_due is None or now > next_due + period / 2
+                late = next_due is None or now > next_due + period / 2 or now < next_due - early
                 next_due = now + period if late or next_due is None else next_due + period
             try:
                 self.inner.send(*item)
