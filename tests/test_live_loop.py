@@ -26,7 +26,13 @@ from poser_models.rig import RigPoser
 from poser_models.student import StudentPoser
 from puppet.app.bench import LatencyProbe, bench_camera_frame
 from puppet.app.handoff import Closed, Handoff
-from puppet.app.live import LOOP_OPENCV_THREADS, LOOP_POSER_THREADS, LiveConfig, run_live
+from puppet.app.live import (
+    LOOP_OPENCV_THREADS,
+    LOOP_POSER_THREADS,
+    LiveConfig,
+    overlap_ms,
+    run_live,
+)
 from puppet.capture.sources import FrameSource, FreshFramePicker, SyntheticCamera
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.factory import BackgroundFileOutput, PacedOutput
@@ -180,6 +186,30 @@ def test_live_loop_runs_the_student_on_its_loop_threads_and_restores_them() -> N
     )
     assert report.frames >= 5
     assert seen == {LOOP_POSER_THREADS} and poser.threads == 1
+
+
+def test_tracking_overlaps_the_poser_only_as_far_as_the_output_rate_needs() -> None:
+    """One stage after the other (the lowest latency) while that keeps up with ``--fps``;
+    overlapped by what is missing, and at most by all of tracking, when it does not."""
+    assert overlap_ms(12.0, 12.0, 30.0) == 0.0  # 24 ms a frame fits 30 fps' 33
+    assert overlap_ms(10.0, 10.0, 60.0) == pytest.approx(20.0 - 1000.0 / 60.0)
+    assert overlap_ms(14.0, 20.0, 60.0) == pytest.approx(17.0)  # all of tracking (+3 ms)
+    assert overlap_ms(14.0, 20.0, 240.0) == pytest.approx(17.0)
+
+
+def test_bench_reports_the_loop_at_full_speed_at_30_fps_and_paced() -> None:
+    """`puppet bench --json` on the bundled student (real loop, real mediapipe): the loop as
+    fast as it goes from a 60 fps camera, the same camera at --fps 30 (the stages in turn)
+    and a 30 fps camera into a paced 30 fps output, each with capture->output p50/p95."""
+    from puppet.app.bench import run_bench
+
+    data = run_bench("default", seconds=2.0).to_json()
+    assert data["fps"] > 0 and 0 < data["latency_ms"]["p50"] <= data["latency_ms"]["p95"]
+    for run in ("loop", "low_latency", "paced"):
+        latency = data[run]["latency_ms"]
+        assert 0 < latency["p50"] <= latency["p95"], (run, data[run])
+    assert data["low_latency"]["camera_fps"] == 60.0 and data["paced"]["camera_fps"] == 30.0
+    assert data["paced"]["output_fps"] > 0 and data["poser_fps"] > 0
 
 
 def test_poser_slower_than_the_camera_drops_stale_frames_and_keeps_the_window_alive() -> None:

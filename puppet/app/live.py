@@ -277,10 +277,11 @@ class _Stages:
     track player) and the poser, each handing its newest result to the next stage through a
     one-slot ``Handoff``; the caller's thread runs the outputs.
 
-    Tracking frame N+1 overlaps the poser's work on frame N. The producer starts tracking only
-    once the poser has taken the previous pose, and then only so late that its pose is ready
-    when the poser is (``_just_in_time``): tracking further ahead would give the poser an older
-    face and take the core it needs. A worker's exception stops the loop and is re-raised by
+    Tracking frame N+1 may overlap the poser's work on frame N. The producer starts tracking
+    only once the poser has taken the previous pose, and then only so late that its pose is
+    ready when the poser is, less the overlap the output rate needs (``_just_in_time``,
+    ``overlap_ms``): tracking further ahead would give the poser an older face and take the
+    core it needs. A worker's exception stops the loop and is re-raised by
     ``join``.
     """
 
@@ -394,7 +395,8 @@ class _Stages:
 
     def _just_in_time(self) -> None:
         """Wait for the poser to take the last pose, then until tracking a new frame now
-        would finish just as the poser finishes its current frame."""
+        would have its pose ready when the poser finishes its current frame, less the overlap
+        the output rate needs (``overlap_ms``)."""
         while not self.poses.wait_empty(0.1):
             if self.halt.is_set():
                 raise Closed
@@ -402,7 +404,8 @@ class _Stages:
         # Smoothed stage times: one slow frame must not shift the schedule.
         self._poser_ms += 0.1 * (ms.get("poser", 0.0) - self._poser_ms)
         self._tracking_ms += 0.1 * (ms.get("tracking", 0.0) - self._tracking_ms)
-        ready = self.poses.taken_at + (self._poser_ms - self._tracking_ms - 3.0) / 1000.0
+        overlap = overlap_ms(self._tracking_ms, self._poser_ms, self.config.fps)
+        ready = self.poses.taken_at + (self._poser_ms - overlap) / 1000.0
         delay = ready - time.perf_counter()
         if delay > 0:
             self.halt.wait(min(delay, 0.1))
@@ -483,6 +486,20 @@ def _poser_threads(poser: StudentPoser, count: int) -> Iterator[None]:
         yield
     finally:
         poser.threads = previous
+
+
+def overlap_ms(tracking_ms: float, poser_ms: float, fps: float) -> float:
+    """How long tracking the next frame overlaps the poser's work on this one.
+
+    Overlapped, the two stages slow each other down on 2 cores (both at once: tracking 16-20
+    and the poser 19-20 ms a frame; one after the other: 12-14 and 12-13), so overlap buys
+    frames per second at the cost of latency: from a 60 fps camera, `puppet bench` measured
+    44-46 fps at capture->output p95 55-58 ms overlapped, 35-38 fps at p95 40-47 ms one after
+    the other. The stages overlap only as far as ``fps`` (the outputs' rate) needs: not at
+    all when tracking and posing one after the other keep up, up to the whole of tracking
+    (its pose then ready just as the poser finishes)."""
+    period = 1000.0 / fps
+    return min(max(tracking_ms + poser_ms - period, 0.0), tracking_ms + 3.0)
 
 
 def _poll_interactive(outputs: OutputSet) -> None:
