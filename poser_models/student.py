@@ -464,7 +464,10 @@ class StudentPoser:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_size = 0
         self._scratch: list[Scratch] = []  # one per band
-        self._mixed: dict[int, np.ndarray] = {}  # per basis: its mixed maps (no allocation)
+        # Per basis, the buffer its maps are mixed into.
+        self._head_mixed = [np.empty(b.shape[1], np.float32) for b in self._head_basis]
+        self._body_mixed = [np.empty(b.shape[1], np.float32) for b in self._body_basis]
+        self._residual_mixed = np.empty(self._residual_basis.shape[1], np.float32)
 
     # -- loading -----------------------------------------------------------------------------
     @classmethod
@@ -610,11 +613,13 @@ class StudentPoser:
                 x = _silu(x)
         return x
 
-    def _mix(self, coefficients: np.ndarray, basis: np.ndarray, box: Box, out: np.ndarray) -> None:
+    @staticmethod
+    def _mix(
+        coefficients: np.ndarray, basis: np.ndarray, mixed: np.ndarray, box: Box, out: np.ndarray
+    ) -> None:
+        """``out``'s ``box`` = the maps of ``basis`` mixed by ``coefficients``, through the
+        basis's own ``mixed`` buffer (no allocation)."""
         top, left, height, width = box
-        mixed = self._mixed.get(id(basis))
-        if mixed is None:
-            mixed = self._mixed[id(basis)] = np.empty(basis.shape[1], np.float32)
         np.matmul(coefficients.astype(np.float32, copy=False), basis, out=mixed)
         out[top : top + height, left : left + width] = mixed.reshape(height, width, out.shape[2])
 
@@ -671,14 +676,17 @@ class StudentPoser:
             body = np.prod(x[list(BODY_INDICES)] ** self._body_exponents, axis=1)
             head_reach = []
             for layer in range(c.layers):
-                self._mix(body, self._body_basis[layer], c.body_box, self._body_fields[layer])
-                self._mix(head, self._head_basis[layer], c.head_box, self._head_fields[layer])
+                self._mix(body, self._body_basis[layer], self._body_mixed[layer], c.body_box,
+                          self._body_fields[layer])  # fmt: skip
+                self._mix(head, self._head_basis[layer], self._head_mixed[layer], c.head_box,
+                          self._head_fields[layer])  # fmt: skip
                 field = self._head_fields[layer]
                 head_reach.append(float(cv2.norm(field[..., 0], cv2.NORM_INF))
                                   + float(cv2.norm(field[..., 1], cv2.NORM_INF)))  # fmt: skip
             self._mix(
                 self._mlp(self._residual_mlp, x),
                 self._residual_basis,
+                self._residual_mixed,
                 c.residual_box,
                 self._residual_field,
             )
