@@ -254,8 +254,7 @@ def premultiplied_linear_to_rgba(
     scale = cv2.max(alpha, _ALPHA_FLOOR, dst=scratch.array("scale", (height, width)))
     cv2.divide(float(_LUT_STEPS - 1), scale, dst=scale)
     cv2.threshold(scale, 0.999 * _SCALE_AT_FLOOR, 0.0, cv2.THRESH_TOZERO_INV, dst=scale)
-    zero = scratch.array("zero", (height, width))
-    zero[:] = 0.0
+    zero = scratch.zeros("zero", (height, width))
     scale4 = cv2.merge([scale, scale, scale, zero], dst=scratch.array("scale4", (height, width, 4)))
     index = cv2.multiply(
         image, scale4, dtype=cv2.CV_16U, dst=scratch.array("index", (height, width, 4), np.uint16)
@@ -293,12 +292,18 @@ class Scratch:
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
 
-    def array(self, name: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    def array(
+        self, name: str, shape: tuple[int, ...], dtype: type = np.float32, fill: bool = False
+    ) -> np.ndarray:
         size = math.prod(shape)
         buffer = self._buffers.get(name)
         if buffer is None or buffer.dtype != dtype or buffer.size < size:
-            buffer = self._buffers[name] = np.empty(size, dtype)
+            buffer = self._buffers[name] = (np.zeros if fill else np.empty)(size, dtype)
         return buffer[:size].reshape(shape)
+
+    def zeros(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """A float32 buffer of zeros, made once: callers only read it."""
+        return self.array(name, shape, fill=True)
 
 
 def image_sha256(rgba: np.ndarray) -> str:

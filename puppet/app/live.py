@@ -48,10 +48,10 @@ log = logging.getLogger(__name__)
 # the 30 fps camera's capture->output p50/p95 from 43-50/46-53 to 31-33/39-40 ms.
 LOOP_OPENCV_THREADS = 1
 # Threads of a student poser inside the loop (``StudentPoser.threads``: its frame in two row
-# bands at once). Measured with `puppet bench` on 2 cores, 3 runs each, against one thread:
-# 30 fps camera into the 30 fps paced output p50/p95 28-30/33-37 ms (one thread: 36-43/45-60),
-# the loop from a 60 fps camera about the same (38-43 fps, p95 59-67 ms): while tracking waits
-# for the camera, the poser has the second core.
+# bands at once). While tracking waits (for the camera, or for the poser: ``overlap_ms``) the
+# poser has the second core: measured with `puppet bench` on 2 cores, 3 runs each, against one
+# thread, a 30 fps camera into the 30 fps paced output went from p50/p95 36-43/45-60 ms to
+# 28-30/33-37 ms.
 LOOP_POSER_THREADS = 2
 
 
