@@ -53,6 +53,8 @@ LOOP_OPENCV_THREADS = 1
 # thread, a 30 fps camera into the 30 fps paced output went from p50/p95 36-43/45-60 ms to
 # 28-30/33-37 ms.
 LOOP_POSER_THREADS = 2
+# The most of tracking that is hidden behind the poser (``overlap_ms``).
+OVERLAP_TRACKING_SHARE = 0.5
 
 
 @dataclass
@@ -493,13 +495,14 @@ def overlap_ms(tracking_ms: float, poser_ms: float, fps: float) -> float:
 
     Overlapped, the two stages slow each other down on 2 cores (both at once: tracking 16-20
     and the poser 19-20 ms a frame; one after the other: 12-14 and 12-13), so overlap buys
-    frames per second at the cost of latency: from a 60 fps camera, `puppet bench` measured
-    44-46 fps at capture->output p95 55-58 ms overlapped, 35-38 fps at p95 40-47 ms one after
-    the other. The stages overlap only as far as ``fps`` (the outputs' rate) needs: not at
-    all when tracking and posing one after the other keep up, up to the whole of tracking
-    (its pose then ready just as the poser finishes)."""
+    frames per second at the cost of latency. The stages overlap only as far as ``fps`` (the
+    outputs' rate) needs: not at all when tracking and posing one after the other keep up,
+    and at most by half of tracking. Hiding all of tracking bought no frames over half
+    (from a 60 fps camera, 2 threads, 4 runs each: 42-49 fps either way) and cost 12 ms at
+    p95 (52-61 ms against 38-49): the longer the two stages run together, the slower both
+    are."""
     period = 1000.0 / fps
-    return min(max(tracking_ms + poser_ms - period, 0.0), tracking_ms + 3.0)
+    return min(max(tracking_ms + poser_ms - period, 0.0), tracking_ms * OVERLAP_TRACKING_SHARE)
 
 
 def _poll_interactive(outputs: OutputSet) -> None:
