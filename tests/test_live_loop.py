@@ -188,6 +188,32 @@ def test_live_loop_runs_the_student_on_its_loop_threads_and_restores_them() -> N
     assert seen == {LOOP_POSER_THREADS} and poser.threads == 1
 
 
+def test_a_student_the_loop_loads_stops_its_band_threads_when_the_run_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The poser run_live loads itself (``--poser default``) is closed with the run: no
+    ``puppet-student`` band thread outlives it. A poser handed in stays the caller's."""
+    import puppet.app.live as live
+
+    loaded: list[StudentPoser] = []
+
+    def load(spec: str, character: object, device: str) -> object:
+        poser = real_load(spec, character, device)
+        loaded.append(poser)
+        return poser
+
+    def band_threads() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name.startswith("puppet-student")}
+
+    real_load = live.load_poser
+    monkeypatch.setattr(live, "load_poser", load)
+    before = band_threads()  # other tests' posers may hold theirs
+    report = run_live(LiveConfig(poser="default", outputs=[], seconds=1.0), source=_camera(30.0))
+    assert report.frames >= 3 and len(loaded) == 1 and isinstance(loaded[0], StudentPoser)
+    assert loaded[0]._pool is None
+    assert band_threads() <= before
+
+
 def test_tracking_overlaps_the_poser_only_as_far_as_the_output_rate_needs() -> None:
     """One stage after the other (the lowest latency) while that keeps up with ``--fps``;
     overlapped by what is missing, and at most by half of tracking, when it does not."""

@@ -556,6 +556,9 @@ def run_live(
             stack.callback(source.close)
         if poser is None:
             poser = load_poser(config.poser, config.character, config.device)
+            close = getattr(poser, "close", None)
+            if callable(close):
+                stack.callback(close)  # the run's own poser: its band threads end with it
         if isinstance(poser, StudentPoser):
             stack.enter_context(_poser_threads(poser, LOOP_POSER_THREADS))
         first_image = poser.pose(PoseVector())  # also what is shown if a pose ever fails
