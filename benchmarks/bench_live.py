@@ -7,8 +7,13 @@ it), the stale camera frames dropped (never queued), and the process's CPU time 
 loop's CPU time is what it costs whatever else the machine runs; wall-clock figures depend on
 the load, so run ``uptime`` next to it.
 
+``--overlap-share`` runs each given share of tracking that may be hidden behind the poser
+(``puppet.app.live.OVERLAP_TRACKING_SHARE``; it matters only when the stages in turn cannot
+keep up with ``--fps``), ``--rounds`` repeats the whole set, interleaved (the VM's load drifts).
+
 Usage: python benchmarks/bench_live.py [--poser default] [--seconds 5] [--camera-fps 30 60]
-       [--blas single default] [--output FILE.mov ...]
+       [--fps 30] [--blas single default] [--overlap-share 0.5 1] [--rounds 1]
+       [--output FILE.mov ...]
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from puppet.capture.sources import SyntheticCamera
 from puppet.outputs.base import FrameInfo
 
 
-def one_run(poser, args: argparse.Namespace, camera_fps: float, blas: str) -> dict:  # noqa: ANN001
+def one_run(poser, args: argparse.Namespace, camera_fps: float, blas: str, share: float) -> dict:  # noqa: ANN001, E501
+    live.OVERLAP_TRACKING_SHARE = share
     if blas == "default":  # the loop without its one-thread BLAS limit, for comparison
         live.single_threaded_blas = contextlib.nullcontext
     probe = LatencyProbe()
@@ -39,16 +45,19 @@ def one_run(poser, args: argparse.Namespace, camera_fps: float, blas: str) -> di
             first_cpu.append(time.process_time())
 
     config = LiveConfig(poser=args.poser, outputs=list(args.output), seconds=args.seconds,
-                        fps=30.0, tracker=args.tracker)  # fmt: skip
+                        fps=args.fps, tracker=args.tracker)  # fmt: skip
     try:
         report = run_live(config, source=SyntheticCamera(bench_camera_frame(), camera_fps),
                           extra_outputs=[probe], on_frame=count, poser=poser)  # fmt: skip
     finally:
         live.single_threaded_blas = single_threaded_blas
+        live.OVERLAP_TRACKING_SHARE = overlap_share
     cpu = time.process_time() - first_cpu[0] if first_cpu else 0.0
     p50, p95 = report.latency_ms or (float("nan"), float("nan"))
     return {
         "camera_fps": camera_fps,
+        "fps_setting": args.fps,
+        "overlap_share": share,
         "blas": blas,
         "fps": round(report.fps, 2),
         "latency_ms": {"p50": round(p50, 1), "p95": round(p95, 1)},
@@ -61,6 +70,7 @@ def one_run(poser, args: argparse.Namespace, camera_fps: float, blas: str) -> di
 
 
 single_threaded_blas = live.single_threaded_blas
+overlap_share = live.OVERLAP_TRACKING_SHARE
 
 
 def main() -> None:
@@ -69,13 +79,19 @@ def main() -> None:
     parser.add_argument("--tracker", default="full")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--camera-fps", type=float, nargs="+", default=[30.0, 60.0])
+    parser.add_argument("--fps", type=float, default=30.0, help="the outputs' rate (--fps)")
     parser.add_argument("--blas", nargs="+", default=["single", "default"])
+    parser.add_argument("--overlap-share", type=float, nargs="+", default=[overlap_share])
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--output", nargs="*", default=[], help="extra live outputs (files)")
     args = parser.parse_args()
     poser = load_poser(args.poser, None, "cpu")
-    for blas in args.blas:
-        for camera_fps in args.camera_fps:
-            print(json.dumps(one_run(poser, args, camera_fps, blas)), flush=True)
+    for _ in range(args.rounds):
+        for blas in args.blas:
+            for camera_fps in args.camera_fps:
+                for share in args.overlap_share:
+                    run = one_run(poser, args, camera_fps, blas, share)
+                    print(json.dumps(run), flush=True)
 
 
 if __name__ == "__main__":
