@@ -497,10 +497,11 @@ def overlap_ms(tracking_ms: float, poser_ms: float, fps: float) -> float:
     and the poser 19-20 ms a frame; one after the other: 12-14 and 12-13), so overlap buys
     frames per second at the cost of latency. The stages overlap only as far as ``fps`` (the
     outputs' rate) needs: not at all when tracking and posing one after the other keep up,
-    and at most by half of tracking. Hiding all of tracking bought no frames over half
-    (from a 60 fps camera, 2 threads, 4 runs each: 42-49 fps either way) and cost 12 ms at
-    p95 (52-61 ms against 38-49): the longer the two stages run together, the slower both
-    are."""
+    and at most by half of tracking: the longer the two stages run together, the slower both
+    are. From a 60 fps camera (`benchmarks/bench_live.py --overlap-share 0.5 1`, 4 runs each)
+    hiding all of tracking instead of half cost 5-13 ms at p95 (quiet VM: 52-61 ms against
+    38-49; busy: 53-59 against 48-59) for 0-6 more frames a second (42-49 against 40-49 fps;
+    busy: 41-44 against 35-40)."""
     period = 1000.0 / fps
     return min(max(tracking_ms + poser_ms - period, 0.0), tracking_ms * OVERLAP_TRACKING_SHARE)
 
