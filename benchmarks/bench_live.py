@@ -33,7 +33,9 @@ from puppet.capture.sources import SyntheticCamera
 from puppet.outputs.base import FrameInfo
 
 
-def one_run(poser, args: argparse.Namespace, camera_fps: float, blas: str, share: float) -> dict:  # noqa: ANN001, E501
+def one_run(  # noqa: ANN001
+    poser, args: argparse.Namespace, camera_fps: float, blas: str, share: float
+) -> dict:
     live.OVERLAP_TRACKING_SHARE = share
     if blas == "default":  # the loop without its one-thread BLAS limit, for comparison
         live.single_threaded_blas = contextlib.nullcontext

@@ -192,7 +192,7 @@ def test_a_student_the_loop_loads_stops_its_band_threads_when_the_run_ends(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The poser run_live loads itself (``--poser default``) is closed with the run: no
-    ``puppet-student`` band thread outlives it. A poser handed in stays the caller's."""
+    ``puppet-student`` band thread outlives it (a poser handed in is the caller's to close)."""
     import puppet.app.live as live
 
     loaded: list[StudentPoser] = []
