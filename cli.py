@@ -329,6 +329,13 @@ def live(
     loop: Annotated[
         bool, typer.Option("--loop", help="Replay a video-file source when it ends.")
     ] = False,
+    overlap: Annotated[
+        float,
+        typer.Option(
+            help="When the stages in turn cannot keep up with --fps: the share of tracking run"
+            " while the poser works, 0 (least latency) to 1 (most fps on a busy CPU)."
+        ),
+    ] = 0.5,
 ):
     """Puppeteer the character live: camera -> tracking -> poser -> outputs."""
     from puppet.app.live import LiveConfig, run_live
@@ -336,6 +343,8 @@ def live(
     _check_tracker(tracker)
     check_number("--seconds", seconds)
     check_number("--fps", fps, 0.0, 240.0)
+    if not 0.0 <= overlap <= 1.0:  # also refuses nan
+        fail(f"--overlap must be between 0 and 1, got {overlap!r}.")
     if frames is not None and frames < 1:
         fail(f"--frames must be at least 1, got {frames}.")
     check_port(port)
@@ -365,6 +374,7 @@ def live(
         browser_port=port,
         browser_render=render,
         loop=loop,
+        overlap=overlap,
     )
     report = run(lambda: run_live(config))
     err_console.print(report.summary())

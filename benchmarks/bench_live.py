@@ -8,7 +8,7 @@ loop's CPU time is what it costs whatever else the machine runs; wall-clock figu
 the load, so run ``uptime`` next to it.
 
 ``--overlap-share`` runs each given share of tracking that may be hidden behind the poser
-(``puppet.app.live.OVERLAP_TRACKING_SHARE``; it matters only when the stages in turn cannot
+(``LiveConfig.overlap``, ``puppet live --overlap``; it matters only when the stages in turn cannot
 keep up with ``--fps``), ``--rounds`` repeats the whole set, interleaved (the VM's load drifts).
 
 Usage: python benchmarks/bench_live.py [--poser default] [--seconds 5] [--camera-fps 30 60]
@@ -36,7 +36,6 @@ from puppet.outputs.base import FrameInfo
 def one_run(  # noqa: ANN001
     poser, args: argparse.Namespace, camera_fps: float, blas: str, share: float
 ) -> dict:
-    live.OVERLAP_TRACKING_SHARE = share
     if blas == "default":  # the loop without its one-thread BLAS limit, for comparison
         live.single_threaded_blas = contextlib.nullcontext
     probe = LatencyProbe()
@@ -47,13 +46,12 @@ def one_run(  # noqa: ANN001
             first_cpu.append(time.process_time())
 
     config = LiveConfig(poser=args.poser, outputs=list(args.output), seconds=args.seconds,
-                        fps=args.fps, tracker=args.tracker)  # fmt: skip
+                        fps=args.fps, tracker=args.tracker, overlap=share)  # fmt: skip
     try:
         report = run_live(config, source=SyntheticCamera(bench_camera_frame(), camera_fps),
                           extra_outputs=[probe], on_frame=count, poser=poser)  # fmt: skip
     finally:
         live.single_threaded_blas = single_threaded_blas
-        live.OVERLAP_TRACKING_SHARE = overlap_share
     cpu = time.process_time() - first_cpu[0] if first_cpu else 0.0
     p50, p95 = report.latency_ms or (float("nan"), float("nan"))
     return {
@@ -72,7 +70,6 @@ def one_run(  # noqa: ANN001
 
 
 single_threaded_blas = live.single_threaded_blas
-overlap_share = live.OVERLAP_TRACKING_SHARE
 
 
 def main() -> None:
@@ -83,7 +80,9 @@ def main() -> None:
     parser.add_argument("--camera-fps", type=float, nargs="+", default=[30.0, 60.0])
     parser.add_argument("--fps", type=float, default=30.0, help="the outputs' rate (--fps)")
     parser.add_argument("--blas", nargs="+", default=["single", "default"])
-    parser.add_argument("--overlap-share", type=float, nargs="+", default=[overlap_share])
+    parser.add_argument(
+        "--overlap-share", type=float, nargs="+", default=[live.OVERLAP_TRACKING_SHARE]
+    )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--output", nargs="*", default=[], help="extra live outputs (files)")
     args = parser.parse_args()

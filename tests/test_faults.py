@@ -559,7 +559,8 @@ def test_bad_options_are_one_line(tmp_path):
     track = make_track(tmp_path / "drive.jsonl", 3)
     out = str(tmp_path / "o.mp4")
     for option in (["--seconds", "nan"], ["--seconds", "-1"], ["--fps", "inf"],
-                   ["--port", "99999"], ["--port", "-1"], ["--frames", "0"]):  # fmt: skip
+                   ["--port", "99999"], ["--port", "-1"], ["--frames", "0"],
+                   ["--overlap", "1.5"], ["--overlap", "nan"]):  # fmt: skip
         one_line_error(
             run_cli("live", "--source", str(track), "-o", out, *option, *FAST),
             2, option[0],

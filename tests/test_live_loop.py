@@ -34,6 +34,7 @@ from puppet.app.live import (
     run_live,
 )
 from puppet.capture.sources import FrameSource, FreshFramePicker, SyntheticCamera
+from puppet.errors import PuppetError
 from puppet.outputs.base import FrameInfo
 from puppet.outputs.factory import BackgroundFileOutput, PacedOutput
 from puppet.outputs.files import VideoFileOutput
@@ -221,6 +222,35 @@ def test_tracking_overlaps_the_poser_only_as_far_as_the_output_rate_needs() -> N
     assert overlap_ms(10.0, 10.0, 60.0) == pytest.approx(20.0 - 1000.0 / 60.0)
     assert overlap_ms(14.0, 20.0, 60.0) == pytest.approx(7.0)  # half of tracking
     assert overlap_ms(14.0, 20.0, 240.0) == pytest.approx(7.0)
+    # `--overlap`: none (the stages always in turn) or all of tracking (the most fps).
+    assert overlap_ms(14.0, 20.0, 60.0, share=0.0) == 0.0
+    assert overlap_ms(14.0, 20.0, 60.0, share=1.0) == pytest.approx(14.0)
+    assert overlap_ms(14.0, 10.0, 60.0, share=1.0) == pytest.approx(24.0 - 1000.0 / 60.0)
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_the_configured_overlap_is_the_one_the_loop_schedules_with(monkeypatch, share) -> None:
+    """`LiveConfig.overlap` reaches the loop's schedule: a real run from a 60 fps camera at
+    --fps 60 (the stages in turn cannot keep up) asks ``overlap_ms`` with that share."""
+    import puppet.app.live as live
+
+    shares: list[float] = []
+    real = live.overlap_ms
+
+    def recording(tracking_ms: float, poser_ms: float, fps: float, share: float) -> float:
+        shares.append(share)
+        return real(tracking_ms, poser_ms, fps, share)
+
+    monkeypatch.setattr(live, "overlap_ms", recording)
+    config = LiveConfig(poser="default", outputs=[], seconds=1.0, fps=60.0, overlap=share)
+    report = run_live(config, source=_camera(60.0))
+    assert report.frames >= 3 and shares and set(shares) == {share}
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, float("nan")])
+def test_an_overlap_outside_0_to_1_is_one_clear_error(share) -> None:
+    with pytest.raises(PuppetError, match="overlap must be between 0 and 1"):
+        run_live(LiveConfig(poser="default", outputs=[], frames=1, overlap=share))
 
 
 def test_bench_reports_the_loop_at_full_speed_at_30_fps_and_paced() -> None:

@@ -53,7 +53,8 @@ LOOP_OPENCV_THREADS = 1
 # thread, a 30 fps camera into the 30 fps paced output went from p50/p95 36-43/45-60 ms to
 # 28-30/33-37 ms.
 LOOP_POSER_THREADS = 2
-# The most of tracking that is hidden behind the poser (``overlap_ms``).
+# The most of tracking that is hidden behind the poser by default (``LiveConfig.overlap``,
+# ``overlap_ms``).
 OVERLAP_TRACKING_SHARE = 0.5
 
 
@@ -80,6 +81,10 @@ class LiveConfig:
     browser_port: int | None = None
     browser_render: str = "server"  # "client": the page renders the student (WebGL2)
     loop: bool = False  # replay a video-file source from its start when it ends
+    # The share of tracking that may run while the poser works when the stages in turn cannot
+    # keep up with ``fps`` (``overlap_ms``): 0 keeps them in turn (least latency), 1 hides all
+    # of tracking (most frames a second on a busy CPU, a few ms later).
+    overlap: float = OVERLAP_TRACKING_SHARE
 
 
 @dataclass
@@ -406,7 +411,9 @@ class _Stages:
         # Smoothed stage times: one slow frame must not shift the schedule.
         self._poser_ms += 0.1 * (ms.get("poser", 0.0) - self._poser_ms)
         self._tracking_ms += 0.1 * (ms.get("tracking", 0.0) - self._tracking_ms)
-        overlap = overlap_ms(self._tracking_ms, self._poser_ms, self.config.fps)
+        overlap = overlap_ms(
+            self._tracking_ms, self._poser_ms, self.config.fps, self.config.overlap
+        )
         ready = self.poses.taken_at + (self._poser_ms - overlap) / 1000.0
         delay = ready - time.perf_counter()
         if delay > 0:
@@ -490,20 +497,22 @@ def _poser_threads(poser: StudentPoser, count: int) -> Iterator[None]:
         poser.threads = previous
 
 
-def overlap_ms(tracking_ms: float, poser_ms: float, fps: float) -> float:
+def overlap_ms(
+    tracking_ms: float, poser_ms: float, fps: float, share: float = OVERLAP_TRACKING_SHARE
+) -> float:
     """How long tracking the next frame overlaps the poser's work on this one.
 
     Overlapped, the two stages slow each other down on 2 cores (both at once: tracking 16-20
     and the poser 19-20 ms a frame; one after the other: 12-14 and 12-13), so overlap buys
     frames per second at the cost of latency. The stages overlap only as far as ``fps`` (the
     outputs' rate) needs: not at all when tracking and posing one after the other keep up,
-    and at most by half of tracking: the longer the two stages run together, the slower both
-    are. From a 60 fps camera (`benchmarks/bench_live.py --overlap-share 0.5 1`, 4 runs each)
-    hiding all of tracking instead of half cost 5-13 ms at p95 (quiet VM: 52-61 ms against
-    38-49; busy: 53-59 against 48-59) for 0-6 more frames a second (42-49 against 40-49 fps;
-    busy: 41-44 against 35-40)."""
+    and at most by ``share`` of tracking (by default half): the longer the two stages run
+    together, the slower both are. From a 60 fps camera (`benchmarks/bench_live.py
+    --overlap-share 0.5 1`, 4 runs each) hiding all of tracking instead of half cost 5-13 ms
+    at p95 (quiet VM: 52-61 ms against 38-49; busy: 53-59 against 48-59) for 0-6 more frames
+    a second (42-49 against 40-49 fps; busy: 41-44 against 35-40)."""
     period = 1000.0 / fps
-    return min(max(tracking_ms + poser_ms - period, 0.0), tracking_ms * OVERLAP_TRACKING_SHARE)
+    return min(max(tracking_ms + poser_ms - period, 0.0), tracking_ms * share)
 
 
 def _poll_interactive(outputs: OutputSet) -> None:
@@ -530,6 +539,11 @@ def run_live(
     latency probe); ``poser`` is a loaded poser to use instead of ``config.poser``.
     ``on_frame`` is called on the outputs' thread after each frame went out.
     """
+    if not 0.0 <= config.overlap <= 1.0:  # also refuses NaN
+        raise PuppetError(
+            f"The overlap must be between 0 and 1, got {config.overlap!r}.",
+            "Use --overlap 0 (stages in turn, least latency) up to 1 (all of tracking hidden).",
+        )
     stop = stop or threading.Event()
     controls = LiveControls()
     timer = StageTimer()
