@@ -230,8 +230,8 @@ def test_tracking_overlaps_the_poser_only_as_far_as_the_output_rate_needs() -> N
 
 @pytest.mark.parametrize("share", [0.0, 1.0])
 def test_the_configured_overlap_is_the_one_the_loop_schedules_with(monkeypatch, share) -> None:
-    """`LiveConfig.overlap` reaches the loop's schedule: a real run from a 60 fps camera at
-    --fps 60 (the stages in turn cannot keep up) asks ``overlap_ms`` with that share."""
+    """`LiveConfig.overlap` reaches the loop's schedule: every frame of a real run from a
+    60 fps camera at --fps 60 asks ``overlap_ms`` with that share."""
     import puppet.app.live as live
 
     shares: list[float] = []
